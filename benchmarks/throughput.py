@@ -1,0 +1,248 @@
+"""Speed and memory of the three scripts, measured in one run, as a user runs them.
+
+For each script (DQN, PPO, PQN) on one game this measures:
+  - the ceiling: ale-py's AtariVectorEnv stepping random actions at the script's number of envs;
+  - the script's steps per second with training running, through its own command line, for the default
+    network (tanh + Hadamard), plain tanh, plain ReLU (the Nature CNN), and the default network with
+    diagnostics on at the script's default interval;
+  - each run's peak resident memory, and each SPS as a fraction of the ceiling;
+  - the wall time of one diagnostics capture (capture + metrics + TensorBoard), in this process, so that the
+    cost of diagnostics at any interval can be read off: overhead = capture_s * SPS / interval.
+Each run is stopped with Ctrl-C (SIGINT) after --seconds of training; its SPS is the steady rate between the
+first charts/SPS event after --warmup seconds and the last one, read back from its TensorBoard file.
+
+    python benchmarks/throughput.py                                  # all three, Breakout, 30 s each
+    python benchmarks/throughput.py --seconds 8 --pqn-num-envs 16     # small settings, about 3 minutes on 2 CPUs
+    python benchmarks/throughput.py --scripts pqn --device cuda --seconds 60
+
+It prints a Markdown table and writes the same figures as JSON (--json).
+"""
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+SCRIPTS = {"dqn": "dqn_atari_hadamard", "ppo": "ppo_atari_hadamard", "pqn": "pqn_atari_hadamard"}
+VARIANTS = {
+    "tanh+hadamard": ["--diagnostics-interval", "0"],
+    "tanh": ["--no-hadamard", "--diagnostics-interval", "0"],
+    "relu": ["--activation", "relu", "--no-hadamard", "--diagnostics-interval", "0"],
+    "tanh+hadamard+diagnostics": [],  # the script's default diagnostics interval
+}
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scripts", nargs="+", choices=list(SCRIPTS), default=list(SCRIPTS))
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--env-id", default="Breakout-v5")
+    parser.add_argument("--seconds", type=float, default=30.0, help="seconds of measurement per run, after warm-up")
+    parser.add_argument("--warmup", type=float, default=None, help="seconds before measuring (default: seconds/2)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--pqn-num-envs", type=int, default=128, help="PQN's envs (128 is the paper's setting)")
+    parser.add_argument("--json", default=os.path.join(REPO_ROOT, "benchmarks", "results", "throughput.json"))
+    args = parser.parse_args()
+    if args.seconds <= 0:
+        parser.error("--seconds must be positive")
+    if args.warmup is None:
+        args.warmup = args.seconds / 2
+    if args.pqn_num_envs < 1:
+        parser.error("--pqn-num-envs must be positive")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--device cuda: no CUDA device is available")
+    return args
+
+
+def script_args(script: str, args) -> list[str]:
+    """Arguments that make a short measurement meaningful without changing what is measured."""
+    extra = ["--env-id", args.env_id, "--total-timesteps", "1000000000", "--cuda" if args.device == "cuda" else "--no-cuda"]
+    if script == "dqn":
+        extra += ["--learning-starts", "1000"]  # train from the start, so that the window measures training
+    if script == "pqn":
+        extra += ["--num-envs", str(args.pqn_num_envs)]
+    return extra
+
+
+def num_envs_of(script: str, args) -> int:
+    module = importlib.import_module(SCRIPTS[script])
+    return args.pqn_num_envs if script == "pqn" else module.Args().num_envs
+
+
+def raw_env_rate(script: str, args) -> float:
+    """Env steps per second of random play: the ceiling for the script's SPS."""
+    module = importlib.import_module(SCRIPTS[script])
+    num_envs = num_envs_of(script, args)
+    envs = module.make_env(args.env_id, num_envs, seed=0)
+    rng = np.random.default_rng(0)
+    num_actions = envs.single_action_space.n
+    envs.reset(seed=0)
+    for _ in range(20):
+        envs.step(rng.integers(0, num_actions, size=num_envs))
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min(args.seconds, 10.0):
+        envs.step(rng.integers(0, num_actions, size=num_envs))
+        steps += num_envs
+    rate = steps / (time.perf_counter() - start)
+    envs.close()
+    return rate
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a running process (Linux), 0 where unknown."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def steady_sps(run_dir: str, warmup: float) -> tuple[float, int]:
+    """Steps per second between the first charts/SPS event after warm-up and the last one."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    events.Reload()
+    if "charts/SPS" not in events.Tags()["scalars"]:
+        return float("nan"), 0
+    points = events.Scalars("charts/SPS")
+    start = points[0].wall_time + warmup
+    window = [p for p in points if p.wall_time >= start] or points[-2:]
+    if len(window) < 2 or window[-1].wall_time <= window[0].wall_time:
+        return float("nan"), len(window)
+    return (window[-1].step - window[0].step) / (window[-1].wall_time - window[0].wall_time), len(window)
+
+
+def measure_script(script: str, variant: str, args, workdir: str) -> dict:
+    """Run one script through its command line, stop it with Ctrl-C, read its speed back."""
+    exp_name = f"bench_{script}_{variant.replace('+', '_')}"
+    command = [sys.executable, os.path.join(REPO_ROOT, SCRIPTS[script] + ".py"), "--exp-name", exp_name]
+    command += script_args(script, args) + VARIANTS[variant]
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    log_path = os.path.join(workdir, exp_name + ".log")
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        runs_dir = os.path.join(workdir, "runs")
+        started, peak, training_since = time.time(), 0.0, None
+        # The clock starts at the first console status line (imports and env start-up are not measured).
+        while process.poll() is None:
+            time.sleep(0.5)
+            peak = max(peak, peak_rss_mb(process.pid))
+            if training_since is None and _printed_status(log_path):
+                training_since = time.time()
+            if training_since is not None and time.time() - training_since > args.warmup + args.seconds:
+                break
+            if time.time() - started > 600 + args.warmup + args.seconds:
+                break
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    run_dirs = [d for d in os.listdir(runs_dir) if f"__{exp_name}__" in d] if os.path.isdir(runs_dir) else []
+    if not run_dirs:
+        with open(log_path) as log:
+            tail = log.read()[-2000:]
+        raise RuntimeError(f"{script} {variant} wrote no run folder; its output ended with:\n{tail}")
+    sps, points = steady_sps(os.path.join(runs_dir, run_dirs[0]), args.warmup)
+    return {"script": script, "variant": variant, "sps": sps, "sps_points": points, "peak_rss_mb": peak}
+
+
+def _printed_status(log_path: str) -> bool:
+    """Whether the script has printed its first status line (it reports SPS there)."""
+    with open(log_path) as f:
+        return " SPS " in f.read()
+
+
+def capture_seconds(script: str, args) -> float:
+    """Wall time of one diagnostics capture of the default network at the script's default sample count."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    import diagnostics
+
+    module = importlib.import_module(SCRIPTS[script])
+    defaults = module.Args()
+    device = torch.device(args.device)
+    network_class = next(
+        getattr(module, name) for name in ("QNetwork", "Agent") if hasattr(module, name)
+    )
+    network = network_class(4).to(device)
+    probe = torch.randint(0, 256, (defaults.diagnostics_samples, 4, 84, 84), dtype=torch.uint8, device=device)
+    with tempfile.TemporaryDirectory() as logdir:
+        writer = SummaryWriter(logdir)
+        times = []
+        for step in range(3):
+            start = time.perf_counter()
+            activations = diagnostics.capture_activations(network, probe)
+            diagnostics.log_diagnostics(writer, step, activations, defaults.activation)
+            times.append(time.perf_counter() - start)
+        writer.close()
+    return min(times)
+
+
+def markdown_table(results: list[dict]) -> str:
+    lines = [
+        "| script | network | envs | SPS | env ceiling (SPS) | SPS / ceiling | peak RSS (MB) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['script']} | {r['variant']} | {r['num_envs']} | {r['sps']:,.0f} | {r['ceiling_sps']:,.0f} | "
+            f"{r['sps'] / r['ceiling_sps']:.2f} | {r['peak_rss_mb']:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    args = parse_args()
+    results, captures = [], {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for script in args.scripts:
+            ceiling = raw_env_rate(script, args)
+            print(f"{script}: env ceiling {ceiling:,.0f} steps/s at {num_envs_of(script, args)} envs", flush=True)
+            for variant in args.variants:
+                result = measure_script(script, variant, args, workdir)
+                result.update(num_envs=num_envs_of(script, args), ceiling_sps=ceiling)
+                results.append(result)
+                print(f"{script} {variant}: {result['sps']:,.0f} SPS, peak {result['peak_rss_mb']:,.0f} MB", flush=True)
+            captures[script] = capture_seconds(script, args)
+    table = markdown_table(results)
+    capture_lines = "\n".join(
+        f"- {script}: one diagnostics capture takes {seconds * 1000:,.0f} ms" for script, seconds in captures.items()
+    )
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, device {args.device}"
+    print(f"\n{args.env_id}, {args.seconds:g} s per measurement after {args.warmup:g} s warm-up, {machine}\n")
+    print(table)
+    print(capture_lines)
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(
+            {"env_id": args.env_id, "seconds": args.seconds, "device": args.device, "machine": machine,
+             "results": results, "capture_seconds": captures},
+            f, indent=2,
+        )
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
