@@ -1,0 +1,319 @@
+"""Tests of dqn_atari_hadamard.py: the replay memory against the real game, the network, and whole runs."""
+
+import glob
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+torch.set_num_threads(1)
+
+import dqn_atari_hadamard as dqn  # noqa: E402
+
+SCRIPT = os.path.join(REPO_ROOT, "dqn_atari_hadamard.py")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The replay memory against the real environment
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_replay_buffer_returns_exactly_the_stacks_the_env_gave():
+    """Random Breakout through a small circular buffer: every stored (obs, next_obs) is what the env returned."""
+    capacity = 300
+    envs = dqn.make_env("Breakout-v5", 1, seed=3, max_episode_frames=800)  # ~190 steps: some games time out
+    obs, info = envs.reset(seed=3)
+    tracker = dqn.EpisodeTracker(1, info["lives"])
+    rb = dqn.ReplayBuffer(capacity, seed=0)
+    rng = np.random.default_rng(0)
+    stored = {}  # slot -> what the env gave for the transition last stored there
+    ends = []  # game_over flag of every stored transition, in order
+    seen = {"life_lost_mid_game": 0, "terminated": 0, "truncated": 0, "rewards": 0, "checks": 0}
+
+    def check_everything_stored():
+        slots = np.flatnonzero(rb.valid)
+        assert len(slots) == len(rb) > 0
+        got = rb.get(slots)
+        want_obs = np.stack([stored[s][0] for s in slots])
+        want_next = np.stack([stored[s][3] for s in slots])
+        assert np.array_equal(got.obs, want_obs), f"wrong obs at slots {slots[(got.obs != want_obs).any((1, 2, 3))]}"
+        assert np.array_equal(got.next_obs, want_next), "wrong next_obs at slots " + str(
+            slots[(got.next_obs != want_next).any((1, 2, 3))]
+        )
+        np.testing.assert_array_equal(got.actions, [stored[s][1] for s in slots])
+        np.testing.assert_array_equal(got.rewards, [stored[s][2] for s in slots])
+        np.testing.assert_array_equal(got.terminals, [stored[s][4] for s in slots])
+        # sampling draws only stored transitions, and sample() is get() of the sampled slots
+        assert rb.valid[rb.sample_slots(256)].all()
+        if len(ends) >= capacity:  # full: only games' final frames, the newest frame and the 3 oldest hold none
+            assert len(rb) >= capacity - 4 - sum(ends[-capacity:])
+        seen["checks"] += 1
+
+    for step in range(1500):
+        actions = rng.integers(0, 4, 1)
+        next_obs, rewards, terminations, truncations, info = envs.step(actions)
+        is_transition, life_lost, _ = tracker.step(rewards, terminations, truncations, info["lives"])
+        if is_transition[0]:
+            terminal = bool(terminations[0] or life_lost[0])
+            game_over = bool(terminations[0] or truncations[0])
+            slot = rb.add(obs[0], next_obs[0], actions[0], rewards[0], terminal, game_over)
+            stored[slot] = (obs[0].copy(), actions[0], np.sign(rewards[0]), next_obs[0].copy(), terminal)
+            ends.append(game_over)
+            seen["life_lost_mid_game"] += bool(life_lost[0] and not game_over)
+            seen["terminated"] += bool(terminations[0])
+            seen["truncated"] += bool(truncations[0] and not terminations[0])
+            seen["rewards"] += bool(rewards[0] != 0)
+            if game_over or step % 37 == 0:
+                check_everything_stored()
+        obs = next_obs
+    check_everything_stored()
+    envs.close()
+    # the play went through what the buffer must get right
+    assert seen["life_lost_mid_game"] >= 5 and seen["terminated"] >= 1 and seen["truncated"] >= 1
+    assert seen["rewards"] >= 1 and len(ends) > 4 * capacity and seen["checks"] > 40
+
+
+def test_replay_buffer_sample_is_vectorised_and_shaped():
+    rb = dqn.ReplayBuffer(50, seed=0)
+    frames = np.arange(1, 31, dtype=np.uint8)
+    reset = np.zeros((4, 84, 84), np.uint8)
+    reset[-1] = frames[0]
+    obs = reset
+    for t in range(1, 30):  # one game of 29 steps; frame k is filled with the value k + 1
+        next_obs = np.concatenate([obs[1:], np.full((1, 84, 84), frames[t], np.uint8)])
+        rb.add(obs, next_obs, t % 4, -3.0 if t == 5 else 0.0, terminal=t == 29, game_over=t == 29)
+        obs = next_obs
+    batch = rb.sample(64)
+    assert batch.obs.shape == batch.next_obs.shape == (64, 4, 84, 84) and batch.obs.dtype == np.uint8
+    assert batch.actions.dtype == np.int64 and batch.rewards.dtype == batch.terminals.dtype == np.float32
+    # the newest frame of next_obs is the one after obs's newest; the first slot's stack is zero-padded
+    np.testing.assert_array_equal(batch.next_obs[:, -1, 0, 0], batch.obs[:, -1, 0, 0] + 1)
+    first = rb.get(np.array([0]))
+    np.testing.assert_array_equal(first.obs[0, :, 0, 0], [0, 0, 0, 1])
+    np.testing.assert_array_equal(first.next_obs[0, :, 0, 0], [0, 0, 1, 2])
+    assert rb.get(np.array([4])).rewards[0] == -1.0  # stored clipped to its sign
+    assert len(rb) == 29 and not rb.valid[29]  # the game's final frame starts no transition
+    with pytest.raises(ValueError, match="reset obs"):  # a new game must start from a zero-padded reset obs
+        rb.add(obs, obs, 0, 0.0, terminal=False, game_over=False)
+
+
+def test_replay_buffer_memory_is_one_frame_per_transition():
+    rb = dqn.ReplayBuffer(10_000)
+    per_transition = rb.nbytes / rb.capacity
+    assert 84 * 84 < per_transition <= 84 * 84 + 16
+    assert per_transition * 1_000_000 <= 7.5e9
+
+
+def test_full_game_returns_add_up_over_lives():
+    envs = dqn.make_env("Breakout-v5", 1, seed=5)
+    obs, info = envs.reset(seed=5)
+    tracker = dqn.EpisodeTracker(1, info["lives"])
+    rng = np.random.default_rng(5)
+    score, length, lives_scoring, games = 0.0, 0, set(), []
+    while len(games) < 3:
+        _, rewards, terminations, truncations, info = envs.step(rng.integers(0, 4, 1))
+        is_transition, life_lost, finished = tracker.step(rewards, terminations, truncations, info["lives"])
+        if not is_transition[0]:
+            assert info["lives"][0] == 5 and not finished  # the reset step starts a new game, counts nothing
+            continue
+        score += rewards[0]
+        length += 1
+        if rewards[0]:
+            lives_scoring.add((len(games), int(info["lives"][0])))
+        if finished:
+            assert info["lives"][0] == 0 and terminations[0]  # Breakout ends when the last life is lost
+            games.append((score, length))
+            assert finished == [(score, length)]
+            score, length = 0.0, 0
+        else:
+            assert not terminations[0]  # a lost life does not end the game
+    envs.close()
+    # some game scored in more than one of its lives, so its return really is a sum over lives
+    assert any(len({life for g, life in lives_scoring if g == game}) > 1 for game in range(3))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The network
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _conv_features(net, x):
+    z = F.relu(F.conv2d(x.float() / 255.0, net.conv1.weight, net.conv1.bias, stride=4))
+    z = F.relu(F.conv2d(z, net.conv2.weight, net.conv2.bias, stride=2))
+    return F.relu(F.conv2d(z, net.conv3.weight, net.conv3.bias, stride=1)).flatten(1)
+
+
+def test_forward_equals_the_formula():
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    net = dqn.QNetwork(6, "tanh", hadamard=True, hidden_dim=16)
+    z = _conv_features(net, x)
+    h = torch.tanh(z @ net.hadamard_a.weight.T + net.hadamard_a.bias) * torch.tanh(
+        z @ net.hadamard_b.weight.T + net.hadamard_b.bias
+    )
+    torch.testing.assert_close(net(x), h @ net.q_head.weight.T + net.q_head.bias)
+    plain = dqn.QNetwork(6, "relu", hadamard=False, hidden_dim=16)
+    h = torch.relu(_conv_features(plain, x) @ plain.dense.weight.T + plain.dense.bias)
+    torch.testing.assert_close(plain(x), h @ plain.q_head.weight.T + plain.q_head.bias)
+    assert list(net.layer_outputs(x)) == ["conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "hadamard"]
+
+
+def test_both_hadamard_branches_get_gradients():
+    torch.manual_seed(0)
+    net = dqn.QNetwork(4, "tanh", hadamard=True, hidden_dim=32)
+    net(torch.randint(0, 256, (8, 4, 84, 84), dtype=torch.uint8)).pow(2).sum().backward()
+    for layer in (net.hadamard_a, net.hadamard_b, net.conv1):
+        assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+
+def test_parameter_counts_of_the_variants():
+    def count(**kwargs):
+        return sum(p.numel() for p in dqn.QNetwork(4, **kwargs).parameters())
+
+    hadamard, plain_1024 = count(hidden_dim=512), count(hadamard=False, hidden_dim=1024)
+    assert abs(hadamard - plain_1024) / plain_1024 < 0.01
+    convs = (4 * 32 * 8 * 8 + 32) + (32 * 64 * 4 * 4 + 64) + (64 * 64 * 3 * 3 + 64)
+    nature_cnn = convs + (3136 * 512 + 512) + (512 * 4 + 4)
+    assert count(activation="relu", hadamard=False) == nature_cnn
+    assert hadamard == nature_cnn + 3136 * 512 + 512
+
+
+def test_linear_schedule():
+    assert dqn.linear_schedule(1.0, 0.01, 100, 0) == 1.0
+    assert dqn.linear_schedule(1.0, 0.01, 100, 50) == pytest.approx(0.505)
+    assert dqn.linear_schedule(1.0, 0.01, 100, 1000) == pytest.approx(0.01)
+    assert dqn.linear_schedule(1.0, 0.01, 0, 0) == 0.01
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Whole runs in a subprocess
+# ---------------------------------------------------------------------------------------------------------
+
+TINY = (
+    "--total-timesteps 400 --learning-starts 100 --buffer-size 1000 --batch-size 8 --hidden-dim 32 "
+    "--diagnostics-samples 64 --diagnostics-interval 200 --save-activations --save-model --eval-episodes 1 "
+    "--max-episode-frames 400 --target-network-frequency 100 --seed 7"
+).split()
+
+
+def run_script(cwd, *args):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT)
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def read_scalars(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(run_dir, size_guidance={"scalars": 0, "histograms": 0})
+    events.Reload()
+    scalars = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return scalars, events.Tags()["histograms"]
+
+
+@pytest.fixture(scope="module")
+def two_tiny_runs(tmp_path_factory):
+    runs = []
+    for name in ("first", "second"):
+        cwd = tmp_path_factory.mktemp(name)
+        result = run_script(cwd, *TINY)
+        assert result.returncode == 0, result.stderr
+        (run_dir,) = glob.glob(str(cwd / "runs" / "*"))
+        runs.append((run_dir, result))
+    return runs
+
+
+def test_tiny_run_logs_everything(two_tiny_runs):
+    run_dir, result = two_tiny_runs[0]
+    scalars, histograms = read_scalars(run_dir)
+    for tag in ("charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/epsilon",
+                "losses/td_loss", "losses/q_values", "eval/episodic_return"):
+        assert scalars.get(tag), f"{tag} missing"
+    assert [step for step, _ in scalars["losses/td_loss"]] == [200, 300, 400]  # training ran from step 101
+    assert len(scalars["eval/episodic_return"]) == 1
+    for layer in ("conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "hadamard"):
+        for metric in ("dead_fraction", "dormant_fraction", "srank", "effective_rank"):
+            assert [s for s, _ in scalars[f"diagnostics/{metric}/{layer}"]] == [200, 400]
+        assert f"activations/{layer}" in histograms
+    files = sorted(os.listdir(os.path.join(run_dir, "activations")))
+    assert files == ["step_200.npz", "step_400.npz"]
+    with np.load(os.path.join(run_dir, "activations", "step_400.npz")) as saved:
+        assert saved["hadamard"].shape == (64, 32)
+    # the checkpoint loads safely into a fresh network
+    state = torch.load(os.path.join(run_dir, "dqn_atari_hadamard.pt"), weights_only=True)
+    dqn.QNetwork(4, hidden_dim=32).load_state_dict(state)
+    assert os.path.exists(os.path.join(run_dir, "args.json"))
+
+
+def test_same_seed_gives_the_same_losses(two_tiny_runs):
+    (first, _), (second, _) = two_tiny_runs
+    a, _ = read_scalars(first)
+    b, _ = read_scalars(second)
+    for tag in ("losses/td_loss", "losses/q_values", "charts/episodic_return", "diagnostics/srank/hadamard"):
+        assert a[tag] == b[tag], tag
+
+
+def test_pure_data_collection_says_so(tmp_path):
+    result = run_script(tmp_path, "--total-timesteps", "200", "--learning-starts", "200", "--buffer-size", "300",
+                        "--diagnostics-interval", "0")
+    assert result.returncode == 0, result.stderr
+    assert "only collects experience" in result.stdout
+    (run_dir,) = glob.glob(str(tmp_path / "runs" / "*"))
+    scalars, _ = read_scalars(run_dir)
+    assert "losses/td_loss" not in scalars and scalars["charts/SPS"]
+
+
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        (["--env-id", "Breakot-v5"], "did you mean breakout"),
+        (["--buffer-size", "16", "--batch-size", "32"], "--buffer-size (16) must be at least --batch-size (32)"),
+    ],
+)
+def test_bad_arguments_stop_with_one_line(tmp_path, args, reason):
+    result = run_script(tmp_path, *args)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert reason in result.stderr and "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "runs")
+
+
+def test_an_existing_run_folder_is_not_overwritten(tmp_path):
+    now = int(time.time())
+    for t in range(now, now + 120):  # every run folder the script could pick in the next two minutes
+        os.makedirs(tmp_path / "runs" / f"Breakout-v5__dqn_atari_hadamard__1__{t}")
+    result = run_script(tmp_path, "--total-timesteps", "10")
+    assert result.returncode != 0
+    assert "exists already" in result.stderr and "Traceback" not in result.stderr
+    assert all(not os.listdir(folder) for folder in glob.glob(str(tmp_path / "runs" / "*")))
+
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"diagnostics_samples": 100, "hidden_dim": 512}, "must be at least --hidden-dim"),
+        ({"num_envs": 4}, "--num-envs must be 1"),
+        ({"env_id": "NoSuchGame-v5"}, "unknown Atari game"),
+        ({"buffer_size": 8, "batch_size": 32}, "--buffer-size (8) must be at least --batch-size"),
+        ({"diagnostics_samples": 2048, "buffer_size": 1000}, "must fit in --buffer-size"),
+        ({"learning_starts": 0}, "--learning-starts must be at least 1"),
+    ],
+)
+def test_check_args_rejects(changes, reason):
+    args = dqn.Args(**changes)
+    with pytest.raises(ValueError) as error:
+        dqn.check_args(args)
+    assert reason in str(error.value)
+
+
+def test_check_args_accepts_the_defaults_and_data_collection():
+    dqn.check_args(dqn.Args())
+    dqn.check_args(dqn.Args(total_timesteps=1000, learning_starts=80_000))
