@@ -1,0 +1,562 @@
+"""PPO on Atari with the Hadamard representation (Kooi, Hoogendoorn, Francois-Lavet 2024, arXiv 2406.09079).
+
+Proximal Policy Optimization (clipped objective, GAE) with 8 parallel games and an actor-critic that shares one
+trunk: the Nature-CNN convolutions, then a representation whose units are the element-wise product of two tanh
+layers, h = tanh(W1 z + b1) * tanh(W2 z + b2), then a policy head and a value head. --no-hadamard gives the
+plain layer h = tanh(W z + b). Time limits are handled better than in the usual references: a game cut by the
+time limit bootstraps from the value of its final observation, and a lost life is terminal for learning.
+
+Run:
+    python ppo_atari_hadamard.py --env-id Breakout-v5
+    python ppo_atari_hadamard.py --env-id Breakout-v5 --no-hadamard --hidden-dim 1024   # parameter-matched baseline
+    python ppo_atari_hadamard.py --env-id Breakout-v5 --activation relu --no-hadamard   # the classic Nature-CNN
+Watch:  tensorboard --logdir runs      Diagnostics offline:  python diagnostics.py runs/<run>
+"""
+
+import difflib
+import json
+import os
+import random
+import re
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.distributions.categorical import Categorical
+from torch.utils.tensorboard import SummaryWriter
+
+import diagnostics
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment (part of the run folder's name)"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, cuda is used when available"""
+    track: bool = False
+    """if toggled, the run is tracked with Weights and Biases (needs `pip install wandb`)"""
+    wandb_project_name: str = "hadamard-rl"
+    """the wandb project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of the wandb project"""
+    save_model: bool = False
+    """whether to save the model to the run folder (at the end, or on Ctrl-C) and evaluate it"""
+    eval_episodes: int = 10
+    """full games played by the evaluation after training (with --save-model); actions are sampled from the policy"""
+
+    # Algorithm specific arguments
+    env_id: str = "Breakout-v5"
+    """the Atari game, e.g. Breakout-v5, Pong-v5, SpaceInvaders-v5 (ale-py ROM ids work too)"""
+    total_timesteps: int = 10_000_000
+    """total agent steps of the experiment (one step = 4 frames)"""
+    learning_rate: float = 2.5e-4
+    """the learning rate of the optimizer (Adam, eps 1e-5)"""
+    num_envs: int = 8
+    """the number of parallel game environments"""
+    num_steps: int = 128
+    """the number of steps to run in each environment per policy rollout"""
+    anneal_lr: bool = True
+    """if toggled, the learning rate decays linearly to 0 over the run"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 4
+    """the number of mini-batches per epoch"""
+    update_epochs: int = 4
+    """the number of epochs over each rollout"""
+    norm_adv: bool = True
+    """if toggled, advantages are normalised per minibatch"""
+    clip_coef: float = 0.1
+    """the surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """if toggled, the value loss is clipped as in the PPO paper's implementation"""
+    ent_coef: float = 0.01
+    """coefficient of the entropy bonus"""
+    vf_coef: float = 0.5
+    """coefficient of the value loss"""
+    max_grad_norm: float = 0.5
+    """the maximum norm of the gradient (clipped)"""
+    target_kl: Optional[float] = None
+    """if set, an update stops early after the epoch whose last minibatch's approx_kl exceeds it"""
+
+    # Representation (the paper's method by default)
+    activation: Literal["tanh", "relu", "sigmoid"] = "tanh"
+    """the activation of the final hidden layer (the convolutions always use ReLU)"""
+    hadamard: bool = True
+    """if toggled, the final hidden layer is the Hadamard product of two layers; --no-hadamard gives one layer"""
+    hidden_dim: int = 512
+    """units of the final hidden layer (1024 with --no-hadamard matches the Hadamard layer's parameters)"""
+
+    # Diagnostics (dead neurons and effective rank, see diagnostics.py)
+    diagnostics_interval: int = 500_000
+    """agent steps between diagnostics captures (0 turns diagnostics off)"""
+    diagnostics_samples: int = 1024
+    """probe states per capture (at least hidden_dim, so that the rank is measurable)"""
+    save_activations: bool = False
+    """if toggled, each capture's activations are saved to <run>/activations/step_<step>.npz"""
+    dead_threshold: float = 0.02
+    """a unit is gradient-dead when its local gradient is below this on every probe state"""
+    dormant_tau: float = 0.025
+    """a unit is tau-dormant when its normalised mean |activation| is at most this (ReDo)"""
+
+
+def atari_game(env_id: str) -> str:
+    """The ale-py ROM id of an env id ("Breakout-v5" and "ALE/Breakout-v5" -> "breakout"), or a clear error."""
+    from ale_py.roms import get_all_rom_ids
+
+    name = re.sub(r"-v\d+$", "", env_id.split("/")[-1])
+    game = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() if not name.islower() else name
+    games = get_all_rom_ids()
+    if game not in games:
+        close = difflib.get_close_matches(game, games, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown Atari game '{env_id}'{hint}")
+    return game
+
+
+def make_env(env_id: str, num_envs: int, seed: int):
+    """ale-py's C++ vector env with the standard Atari preprocessing (REFERENCE.md §3).
+
+    Rewards come raw (full-game scores are kept; learning clips them to their sign), a lost life is not an
+    episode end here (the loop detects it from info["lives"]), and NEXT_STEP autoreset means the step after an
+    episode end only resets that env.
+    """
+    from ale_py.vector_env import AtariVectorEnv
+
+    envs = AtariVectorEnv(
+        game=atari_game(env_id),
+        num_envs=num_envs,
+        frameskip=4,
+        maxpool=True,
+        img_height=84,
+        img_width=84,
+        grayscale=True,
+        stack_num=4,
+        noop_max=30,
+        use_fire_reset=True,
+        repeat_action_probability=0.0,
+        max_num_frames_per_episode=108_000,
+        reward_clipping=False,
+        episodic_life=False,
+        life_loss_info=False,
+    )
+    envs.reset(seed=seed)  # (the loop resets again with the same seed; this one only checks the env works)
+    return envs
+
+
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
+
+
+class EpisodeTracker:
+    """Per-env bookkeeping of ale-py's vector env: raw full-game scores, lost lives and reset steps.
+
+    A game's score adds up over all its lives; a lost life is terminal for learning only. With NEXT_STEP
+    autoreset, the step after a game ends (terminated or truncated) only resets that env: it is no transition.
+    """
+
+    def __init__(self, num_envs: int, lives: np.ndarray):
+        self.lives = lives.copy()
+        self.returns = np.zeros(num_envs, dtype=np.float64)
+        self.lengths = np.zeros(num_envs, dtype=np.int64)
+        self.resetting = np.zeros(num_envs, dtype=bool)
+
+    def step(self, rewards, terminations, truncations, lives):
+        """Returns (is_transition, life_lost, finished) where finished lists (score, length) of ended games."""
+        is_transition = ~self.resetting
+        life_lost = is_transition & (lives < self.lives)
+        self.lives = lives.copy()
+        self.returns += rewards * is_transition
+        self.lengths += is_transition
+        game_over = is_transition & (terminations | truncations)
+        finished = [(float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(game_over)]
+        self.returns[game_over] = 0.0
+        self.lengths[game_over] = 0
+        self.resetting = game_over
+        return is_transition, life_lost, finished
+
+
+class Agent(nn.Module):
+    """Nature-CNN convolutions (ReLU) -> representation -> actor (policy logits) and critic (state value).
+
+    The representation is the paper's Hadamard product act(W1 z + b1) * act(W2 z + b2) of two independently
+    parameterised layers; with hadamard=False it is the plain layer act(W z + b).
+    """
+
+    def __init__(self, num_actions: int, activation: str = "tanh", hadamard: bool = True, hidden_dim: int = 512):
+        super().__init__()
+        self.conv1 = nn.Conv2d(4, 32, 8, stride=4)
+        self.conv2 = nn.Conv2d(32, 64, 4, stride=2)
+        self.conv3 = nn.Conv2d(64, 64, 3, stride=1)
+        self.act = ACTIVATIONS[activation]
+        self.hadamard = hadamard
+        if hadamard:
+            self.hadamard_a = nn.Linear(64 * 7 * 7, hidden_dim)
+            self.hadamard_b = nn.Linear(64 * 7 * 7, hidden_dim)
+        else:
+            self.dense = nn.Linear(64 * 7 * 7, hidden_dim)
+        self.actor = nn.Linear(hidden_dim, num_actions)
+        self.critic = nn.Linear(hidden_dim, 1)
+        # orthogonal init as in the PPO references: gain sqrt(2) for the trunk (both Hadamard branches too),
+        # 0.01 for the actor (a near-uniform first policy), 1 for the critic; all biases zero
+        for layer in self.modules():
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                nn.init.orthogonal_(layer.weight, np.sqrt(2))
+                nn.init.zeros_(layer.bias)
+        nn.init.orthogonal_(self.actor.weight, 0.01)
+        nn.init.orthogonal_(self.critic.weight, 1.0)
+
+    def layer_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every hidden layer's output by name (diagnostics read these); the last one is the representation."""
+        x = x / 255.0
+        outputs = {}
+        outputs["conv1"] = x = F.relu(self.conv1(x))
+        outputs["conv2"] = x = F.relu(self.conv2(x))
+        outputs["conv3"] = x = F.relu(self.conv3(x))
+        z = x.flatten(1)
+        if self.hadamard:
+            outputs["hadamard_a"] = a = self.act(self.hadamard_a(z))
+            outputs["hadamard_b"] = b = self.act(self.hadamard_b(z))
+            outputs["hadamard"] = a * b
+        else:
+            outputs["representation"] = self.act(self.dense(z))
+        return outputs
+
+    def representation(self, x: torch.Tensor) -> torch.Tensor:
+        return list(self.layer_outputs(x).values())[-1]
+
+    def get_value(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.representation(x))
+
+    def get_action_and_value(self, x: torch.Tensor, action: Optional[torch.Tensor] = None):
+        """(action, its log-probability, the policy's entropy, the state value); samples when action is None."""
+        hidden = self.representation(x)
+        # validate_args=False: the argument checks would cost a device-to-host sync on every call
+        probs = Categorical(logits=self.actor(hidden), validate_args=False)
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
+
+
+def status_line(step: int, total_steps: int, start_time: float, recent_returns) -> str:
+    """One console line: progress, speed, time left and the latest full-game scores."""
+    sps = step / max(time.time() - start_time, 1e-9)
+    eta_minutes = (total_steps - step) / max(sps, 1e-9) / 60
+    returns = f"{np.mean(recent_returns):.1f} (mean of last {len(recent_returns)})" if recent_returns else "-"
+    return (
+        f"step {step:,}/{total_steps:,} ({100 * step / total_steps:.1f}%) | {sps:,.0f} SPS | "
+        f"ETA {eta_minutes:.0f} min | return {returns}"
+    )
+
+
+def compute_gae(rewards, values, next_value, terminals, truncated, valid, gamma: float, gae_lambda: float):
+    """Generalized advantage estimates and value targets of one rollout, (num_steps, num_envs) tensors.
+
+    rewards[t], values[t]: the (clipped) reward of step t and V(obs[t]); next_value: V of the observation after
+    the last step. terminals[t]: step t lost a life or ended the game (no bootstrap). truncated[t]: the time limit
+    cut the game at step t. valid[t]: step t is a transition (False on the reset step after a game ends).
+
+    With ale-py's NEXT_STEP autoreset, the observation returned by the step that ends a game is that game's true
+    final observation; it becomes obs[t + 1], the observation of the following reset step, so values[t + 1] is
+    the value of the final observation, computed anyway when the policy acted on it (next_value when t is the last
+    step). That is exactly what a truncated game must bootstrap from:
+        delta[t] = r[t] + gamma * (1 - terminal[t]) * V(obs[t + 1]) - V(obs[t]).
+    The recursion A[t] = delta[t] + gamma * lambda * A[t + 1] must not run into the next game, nor through the
+    reset step (its action is ignored and its "reward" belongs to no game): it is cut after every terminal or
+    truncated step. The reset step itself gets advantage 0 and is left out of the loss by the caller.
+    """
+    num_steps = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    last_advantage = torch.zeros_like(next_value)
+    for t in reversed(range(num_steps)):
+        next_values = next_value if t == num_steps - 1 else values[t + 1]
+        delta = rewards[t] + gamma * (1.0 - terminals[t]) * next_values - values[t]
+        game_goes_on = (1.0 - terminals[t]) * (1.0 - truncated[t])  # else the recursion is cut here
+        last_advantage = (delta + gamma * gae_lambda * game_goes_on * last_advantage) * valid[t]
+        advantages[t] = last_advantage
+    return advantages, advantages + values
+
+
+def check_args(args: Args) -> None:
+    """Stop with a one-line reason before any work starts."""
+    atari_game(args.env_id)
+    if args.total_timesteps <= 0:
+        raise ValueError("--total-timesteps must be positive")
+    if args.hidden_dim <= 0:
+        raise ValueError("--hidden-dim must be positive")
+    if args.diagnostics_interval < 0:
+        raise ValueError("--diagnostics-interval must be >= 0 (0 turns diagnostics off)")
+    if args.diagnostics_interval > 0 and args.diagnostics_samples < args.hidden_dim:
+        raise ValueError(
+            f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
+            "to measure the rank of the representation"
+        )
+    if args.eval_episodes < 0:
+        raise ValueError("--eval-episodes must be >= 0")
+    if min(args.num_envs, args.num_steps, args.num_minibatches, args.update_epochs) < 1:
+        raise ValueError("--num-envs, --num-steps, --num-minibatches and --update-epochs must be positive")
+    batch_size = args.num_envs * args.num_steps
+    if batch_size % args.num_minibatches != 0:
+        raise ValueError(
+            f"--num-envs * --num-steps ({batch_size}) must be divisible by --num-minibatches ({args.num_minibatches})"
+        )
+    if batch_size // args.num_minibatches < 2:
+        raise ValueError("minibatches need at least 2 samples (advantages are normalised per minibatch)")
+    if args.total_timesteps < batch_size:
+        raise ValueError(f"--total-timesteps ({args.total_timesteps}) is less than one rollout ({batch_size} steps)")
+    if args.diagnostics_interval > 0 and args.diagnostics_samples > batch_size:
+        raise ValueError(
+            f"--diagnostics-samples ({args.diagnostics_samples}) must be at most one rollout, "
+            f"--num-envs * --num-steps ({batch_size}), where the probe states come from"
+        )
+    if args.learning_rate <= 0:
+        raise ValueError("--learning-rate must be positive")
+    if not (0 <= args.gamma <= 1 and 0 <= args.gae_lambda <= 1):
+        raise ValueError("--gamma and --gae-lambda must lie in [0, 1]")
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    try:
+        check_args(args)
+    except ValueError as error:
+        sys.exit(f"error: {error}")
+    args.batch_size = args.num_envs * args.num_steps
+    args.minibatch_size = args.batch_size // args.num_minibatches
+    args.num_iterations = args.total_timesteps // args.batch_size
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = os.path.join("runs", run_name)
+    if os.path.exists(run_dir):
+        sys.exit(f"error: {run_dir} exists already; a run never overwrites another")
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            sys.exit("error: --track needs wandb (pip install wandb)")
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            sync_tensorboard=True,
+            config=vars(args),
+            name=run_name,
+            save_code=True,
+        )
+    writer = SummaryWriter(run_dir)
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+    with open(os.path.join(run_dir, "args.json"), "w") as f:
+        json.dump(vars(args), f, indent=2)
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # env setup
+    envs = make_env(args.env_id, args.num_envs, args.seed)
+    num_actions = envs.single_action_space.n
+
+    agent = Agent(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+
+    # ALGO Logic: storage setup. What the network reads and writes stays on the device (observations as uint8);
+    # what the env returns (rewards and flags) is kept on the host and copied over once per rollout
+    obs = torch.zeros((args.num_steps, args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
+    actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
+    logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
+    values = torch.zeros((args.num_steps, args.num_envs), device=device)
+    rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
+    terminals = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)  # game over or lost life
+    truncated = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)  # cut by the time limit
+    valid = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)  # 0 on reset steps
+
+    # TRY NOT TO MODIFY: start the game
+    next_obs, info = envs.reset(seed=args.seed)
+    next_obs = torch.from_numpy(next_obs).to(device)
+    tracker = EpisodeTracker(args.num_envs, info["lives"])
+    recent_returns = deque(maxlen=20)
+    start_time = last_print = time.time()
+    next_diagnostics_step = args.diagnostics_interval
+    global_step = 0
+    try:
+        for iteration in range(1, args.num_iterations + 1):
+            # Annealing the rate if instructed to do so.
+            if args.anneal_lr:
+                frac = 1.0 - (iteration - 1.0) / args.num_iterations
+                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+            for step in range(args.num_steps):
+                global_step += args.num_envs
+                obs[step] = next_obs
+
+                # ALGO LOGIC: action logic
+                with torch.no_grad():
+                    action, logprob, _, value = agent.get_action_and_value(next_obs)
+                values[step] = value.flatten()
+                actions[step] = action
+                logprobs[step] = logprob
+
+                # TRY NOT TO MODIFY: execute the game and log data (the one host copy of the step: the actions)
+                next_obs, reward, terminations, truncations, info = envs.step(action.cpu().numpy())
+                is_transition, life_lost, finished = tracker.step(reward, terminations, truncations, info["lives"])
+                rewards[step] = np.sign(reward)  # rewards clipped to their sign for learning
+                # a lost life is terminal for learning; a game cut by the time limit is not: its next_obs is the
+                # game's true final observation, whose value the next (reset) step computes, and GAE bootstraps
+                # from it. The reset step itself is no transition (valid 0). See compute_gae.
+                terminals[step] = is_transition & (terminations | life_lost)
+                truncated[step] = is_transition & truncations
+                valid[step] = is_transition
+                next_obs = torch.from_numpy(next_obs).to(device)
+                for score, length in finished:
+                    recent_returns.append(score)
+                    writer.add_scalar("charts/episodic_return", score, global_step)
+                    writer.add_scalar("charts/episodic_length", length, global_step)
+
+            # ALGO LOGIC: advantages. V(next_obs) is also the bootstrap of a game truncated at the last step
+            with torch.no_grad():
+                next_value = agent.get_value(next_obs).flatten()
+            r, term, trunc, is_valid = (torch.from_numpy(x).to(device) for x in (rewards, terminals, truncated, valid))
+            advantages, returns = compute_gae(r, values, next_value, term, trunc, is_valid, args.gamma, args.gae_lambda)
+
+            # flatten the batch
+            b_obs = obs.reshape((-1, 4, 84, 84))
+            b_logprobs = logprobs.reshape(-1)
+            b_actions = actions.reshape(-1)
+            b_advantages = advantages.reshape(-1)
+            b_returns = returns.reshape(-1)
+            b_values = values.reshape(-1)
+            # only transitions enter the loss: the reset steps (a handful per rollout) are left out
+            b_inds = torch.nonzero(is_valid.reshape(-1)).flatten()
+
+            # Optimizing the policy and value network
+            loss_sums = torch.zeros(6, device=device)  # summed over all minibatches, averaged when logged
+            num_minibatch_updates = 0
+            for epoch in range(args.update_epochs):
+                shuffled = b_inds[torch.randperm(len(b_inds), device=device)]
+                for mb_inds in torch.tensor_split(shuffled, args.num_minibatches):
+                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
+                    logratio = newlogprob - b_logprobs[mb_inds]
+                    ratio = logratio.exp()
+
+                    with torch.no_grad():
+                        # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                        old_approx_kl = (-logratio).mean()
+                        approx_kl = ((ratio - 1) - logratio).mean()
+                        clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
+
+                    mb_advantages = b_advantages[mb_inds]
+                    if args.norm_adv:
+                        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+                    # Policy loss
+                    pg_loss1 = -mb_advantages * ratio
+                    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                    # Value loss
+                    newvalue = newvalue.view(-1)
+                    if args.clip_vloss:
+                        v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
+                        v_clipped = b_values[mb_inds] + torch.clamp(
+                            newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef
+                        )
+                        v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                        v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+                    else:
+                        v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
+
+                    entropy_loss = entropy.mean()
+                    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+
+                    optimizer.zero_grad()
+                    loss.backward()
+                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                    optimizer.step()
+                    losses = [v_loss, pg_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac]
+                    loss_sums += torch.stack(losses).detach()
+                    num_minibatch_updates += 1
+
+                if args.target_kl is not None and approx_kl > args.target_kl:
+                    break
+
+            # TRY NOT TO MODIFY: record losses for plotting purposes (one host copy per update)
+            loss_means = (loss_sums / num_minibatch_updates).tolist()
+            v_loss, pg_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = loss_means
+            y_pred, y_true = b_values[b_inds].cpu().numpy(), b_returns[b_inds].cpu().numpy()
+            var_y = np.var(y_true)
+            explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            writer.add_scalar("losses/value_loss", v_loss, global_step)
+            writer.add_scalar("losses/policy_loss", pg_loss, global_step)
+            writer.add_scalar("losses/entropy", entropy_loss, global_step)
+            writer.add_scalar("losses/old_approx_kl", old_approx_kl, global_step)
+            writer.add_scalar("losses/approx_kl", approx_kl, global_step)
+            writer.add_scalar("losses/clipfrac", clipfrac, global_step)
+            writer.add_scalar("losses/explained_variance", explained_var, global_step)
+
+            # diagnostics on states of the current rollout
+            if args.diagnostics_interval > 0 and global_step >= next_diagnostics_step:
+                next_diagnostics_step += args.diagnostics_interval
+                probe_obs = b_obs[torch.randperm(args.batch_size, device=device)[: args.diagnostics_samples]]
+                activations = diagnostics.capture_activations(agent, probe_obs)
+                diagnostics.log_diagnostics(
+                    writer, global_step, activations, args.activation,
+                    dead_threshold=args.dead_threshold, dormant_tau=args.dormant_tau,
+                    save_dir=os.path.join(run_dir, "activations") if args.save_activations else None,
+                )
+
+            writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+            if time.time() - last_print > 5:
+                last_print = time.time()
+                print(status_line(global_step, args.total_timesteps, start_time, recent_returns), flush=True)
+    except KeyboardInterrupt:
+        print(f"interrupted at step {global_step}: keeping what was logged")
+        args.eval_episodes = 0
+
+    if args.save_model:
+        model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
+        torch.save(agent.state_dict(), model_path)
+        print(f"model saved to {model_path}")
+        if args.eval_episodes > 0:
+            # evaluation: one full game in each of eval_episodes envs (so that short games are not favoured),
+            # actions sampled from the policy, the stochastic policy that PPO trained
+            eval_agent = Agent(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
+            eval_agent.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
+            eval_seed = args.seed + args.num_envs  # games the training envs did not start from
+            eval_envs = make_env(args.env_id, args.eval_episodes, eval_seed)
+            eval_obs, eval_info = eval_envs.reset(seed=eval_seed)
+            eval_tracker = EpisodeTracker(args.eval_episodes, eval_info["lives"])
+            scores = [None] * args.eval_episodes
+            while None in scores:
+                with torch.no_grad():
+                    eval_actions, _, _, _ = eval_agent.get_action_and_value(torch.from_numpy(eval_obs).to(device))
+                eval_obs, reward, terminations, truncations, eval_info = eval_envs.step(eval_actions.cpu().numpy())
+                is_transition, _, finished = eval_tracker.step(reward, terminations, truncations, eval_info["lives"])
+                ended = np.flatnonzero(is_transition & (terminations | truncations))  # the envs of `finished`
+                for env, (score, _) in zip(ended, finished):
+                    if scores[env] is None:
+                        scores[env] = score
+            eval_envs.close()
+            for episode, score in enumerate(scores):
+                writer.add_scalar("eval/episodic_return", score, episode)
+            print(f"eval: mean return {np.mean(scores):.1f} over {len(scores)} games (sampled actions)")
+
+    envs.close()
+    writer.close()
