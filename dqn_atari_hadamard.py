@@ -21,7 +21,7 @@ import re
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal, NamedTuple, Optional
 
 import numpy as np
@@ -123,12 +123,14 @@ def atari_game(env_id: str) -> str:
     return game
 
 
-def make_env(env_id: str, num_envs: int, seed: int, max_episode_frames: int = 108_000):
-    """ale-py's C++ vector env with the standard Atari preprocessing (REFERENCE.md §3).
+def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000):
+    """ale-py's C++ vector env with the usual Atari preprocessing.
 
-    Rewards come raw (full-game scores are kept; learning clips them to their sign), a lost life is not an
-    episode end here (the loop detects it from info["lives"]), and NEXT_STEP autoreset means the step after an
-    episode end only resets that env.
+    Frame skip 4 with a max-pool of the last two frames, 84x84 grayscale, stacks of 4 frames (zero-padded at a
+    game's start), up to 30 no-op starts, FIRE at reset where the game needs it, no sticky actions, and a time
+    limit of max_episode_frames frames. Rewards come raw (full-game scores are kept; learning clips them to their
+    sign), a lost life is not an episode end here (the loop detects it from info["lives"]), and NEXT_STEP
+    autoreset means the step after an episode end only resets that env. Seed it with envs.reset(seed=...).
     """
     from ale_py.vector_env import AtariVectorEnv
 
@@ -149,7 +151,6 @@ def make_env(env_id: str, num_envs: int, seed: int, max_episode_frames: int = 10
         episodic_life=False,
         life_loss_info=False,
     )
-    envs.reset(seed=seed)  # (the loop resets again with the same seed; this one only checks the env works)
     return envs
 
 
@@ -390,6 +391,10 @@ def check_args(args: Args) -> None:
             f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
             "to measure the rank of the representation"
         )
+    if args.max_episode_frames <= 0:
+        raise ValueError("--max-episode-frames must be positive")
+    if args.eval_episodes < 0:
+        raise ValueError("--eval-episodes must be >= 0")
     if args.num_envs != 1:
         raise ValueError(f"--num-envs must be 1: this DQN plays one game at a time (got {args.num_envs})")
     if args.batch_size <= 0:
@@ -409,10 +414,6 @@ def check_args(args: Args) -> None:
         raise ValueError("--train-frequency and --target-network-frequency must be positive")
     if not 0.0 < args.tau <= 1.0:
         raise ValueError(f"--tau must be in (0, 1] (got {args.tau})")
-    if args.max_episode_frames <= 0:
-        raise ValueError("--max-episode-frames must be positive")
-    if args.eval_episodes < 0:
-        raise ValueError("--eval-episodes must be >= 0")
 
 
 if __name__ == "__main__":
@@ -458,7 +459,7 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
-    envs = make_env(args.env_id, args.num_envs, args.seed, args.max_episode_frames)
+    envs = make_env(args.env_id, args.num_envs, args.max_episode_frames)
     num_actions = envs.single_action_space.n
 
     # ALGO LOGIC: the Q-network, its target network, the optimizer and the replay memory
@@ -579,7 +580,7 @@ if __name__ == "__main__":
         if args.eval_episodes > 0:
             eval_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
             eval_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
-            eval_envs = make_env(args.env_id, 1, args.seed + 1, args.max_episode_frames)
+            eval_envs = make_env(args.env_id, 1, args.max_episode_frames)
             scores = evaluate(eval_network, eval_envs, args.eval_episodes, 0.01, device, seed=args.seed + 1)
             for episode, score in enumerate(scores):
                 writer.add_scalar("eval/episodic_return", score, episode)

@@ -21,7 +21,7 @@ import re
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import numpy as np
@@ -61,6 +61,8 @@ class Args:
     """the Atari game, e.g. Breakout-v5, Pong-v5, SpaceInvaders-v5 (ale-py ROM ids work too)"""
     total_timesteps: int = 10_000_000
     """total agent steps of the experiment (one step = 4 frames)"""
+    max_episode_frames: int = 108_000
+    """the time limit of a game in frames (108,000 frames = 30 minutes of play; small values make short tests)"""
     learning_rate: float = 2.5e-4
     """the learning rate of the optimizer (Adam, eps 1e-5)"""
     num_envs: int = 8
@@ -127,12 +129,14 @@ def atari_game(env_id: str) -> str:
     return game
 
 
-def make_env(env_id: str, num_envs: int, seed: int):
-    """ale-py's C++ vector env with the standard Atari preprocessing (REFERENCE.md §3).
+def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000):
+    """ale-py's C++ vector env with the usual Atari preprocessing.
 
-    Rewards come raw (full-game scores are kept; learning clips them to their sign), a lost life is not an
-    episode end here (the loop detects it from info["lives"]), and NEXT_STEP autoreset means the step after an
-    episode end only resets that env.
+    Frame skip 4 with a max-pool of the last two frames, 84x84 grayscale, stacks of 4 frames (zero-padded at a
+    game's start), up to 30 no-op starts, FIRE at reset where the game needs it, no sticky actions, and a time
+    limit of max_episode_frames frames. Rewards come raw (full-game scores are kept; learning clips them to their
+    sign), a lost life is not an episode end here (the loop detects it from info["lives"]), and NEXT_STEP
+    autoreset means the step after an episode end only resets that env. Seed it with envs.reset(seed=...).
     """
     from ale_py.vector_env import AtariVectorEnv
 
@@ -148,12 +152,11 @@ def make_env(env_id: str, num_envs: int, seed: int):
         noop_max=30,
         use_fire_reset=True,
         repeat_action_probability=0.0,
-        max_num_frames_per_episode=108_000,
+        max_num_frames_per_episode=max_episode_frames,
         reward_clipping=False,
         episodic_life=False,
         life_loss_info=False,
     )
-    envs.reset(seed=seed)  # (the loop resets again with the same seed; this one only checks the env works)
     return envs
 
 
@@ -303,6 +306,8 @@ def check_args(args: Args) -> None:
             f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
             "to measure the rank of the representation"
         )
+    if args.max_episode_frames <= 0:
+        raise ValueError("--max-episode-frames must be positive")
     if args.eval_episodes < 0:
         raise ValueError("--eval-episodes must be >= 0")
     if min(args.num_envs, args.num_steps, args.num_minibatches, args.update_epochs) < 1:
@@ -370,13 +375,13 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
-    envs = make_env(args.env_id, args.num_envs, args.seed)
+    envs = make_env(args.env_id, args.num_envs, args.max_episode_frames)
     num_actions = envs.single_action_space.n
 
     agent = Agent(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
 
-    # ALGO Logic: storage setup. What the network reads and writes stays on the device (observations as uint8);
+    # ALGO LOGIC: storage setup. What the network reads and writes stays on the device (observations as uint8);
     # what the env returns (rewards and flags) is kept on the host and copied over once per rollout
     obs = torch.zeros((args.num_steps, args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
@@ -540,7 +545,7 @@ if __name__ == "__main__":
             eval_agent = Agent(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
             eval_agent.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
             eval_seed = args.seed + args.num_envs  # games the training envs did not start from
-            eval_envs = make_env(args.env_id, args.eval_episodes, eval_seed)
+            eval_envs = make_env(args.env_id, args.eval_episodes, args.max_episode_frames)
             eval_obs, eval_info = eval_envs.reset(seed=eval_seed)
             eval_tracker = EpisodeTracker(args.eval_episodes, eval_info["lives"])
             scores = [None] * args.eval_episodes

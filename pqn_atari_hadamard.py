@@ -59,6 +59,8 @@ class Args:
     """the Atari game, e.g. Breakout-v5, Pong-v5, SpaceInvaders-v5 (ale-py ROM ids work too)"""
     total_timesteps: int = 10_000_000
     """total agent steps of the experiment (one step = 4 frames)"""
+    max_episode_frames: int = 108_000
+    """the time limit of a game in frames (108,000 frames = 30 minutes of play; small values make short tests)"""
     learning_rate: float = 2.5e-4
     """the learning rate of the RAdam optimizer"""
     num_envs: int = 128
@@ -127,12 +129,14 @@ def atari_game(env_id: str) -> str:
     return game
 
 
-def make_env(env_id: str, num_envs: int, seed: int):
-    """ale-py's C++ vector env with the standard Atari preprocessing (REFERENCE.md §3).
+def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000):
+    """ale-py's C++ vector env with the usual Atari preprocessing.
 
-    Rewards come raw (full-game scores are kept; learning clips them to their sign), a lost life is not an
-    episode end here (the loop detects it from info["lives"]), and NEXT_STEP autoreset means the step after an
-    episode end only resets that env.
+    Frame skip 4 with a max-pool of the last two frames, 84x84 grayscale, stacks of 4 frames (zero-padded at a
+    game's start), up to 30 no-op starts, FIRE at reset where the game needs it, no sticky actions, and a time
+    limit of max_episode_frames frames. Rewards come raw (full-game scores are kept; learning clips them to their
+    sign), a lost life is not an episode end here (the loop detects it from info["lives"]), and NEXT_STEP
+    autoreset means the step after an episode end only resets that env. Seed it with envs.reset(seed=...).
     """
     from ale_py.vector_env import AtariVectorEnv
 
@@ -148,12 +152,11 @@ def make_env(env_id: str, num_envs: int, seed: int):
         noop_max=30,
         use_fire_reset=True,
         repeat_action_probability=0.0,
-        max_num_frames_per_episode=108_000,
+        max_num_frames_per_episode=max_episode_frames,
         reward_clipping=False,
         episodic_life=False,
         life_loss_info=False,
     )
-    envs.reset(seed=seed)  # (the loop resets again with the same seed; this one only checks the env works)
     return envs
 
 
@@ -301,6 +304,8 @@ def check_args(args: Args) -> None:
             f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
             "to measure the rank of the representation"
         )
+    if args.max_episode_frames <= 0:
+        raise ValueError("--max-episode-frames must be positive")
     if args.eval_episodes < 0:
         raise ValueError("--eval-episodes must be >= 0")
     for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs", "learning_rate", "max_grad_norm"):
@@ -367,7 +372,7 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
-    envs = make_env(args.env_id, args.num_envs, args.seed)
+    envs = make_env(args.env_id, args.num_envs, args.max_episode_frames)
     num_actions = envs.single_action_space.n
 
     network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
@@ -508,7 +513,7 @@ if __name__ == "__main__":
         if args.eval_episodes > 0:
             eval_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
             eval_network.load_state_dict(torch.load(model_path, weights_only=True))
-            eval_envs = make_env(args.env_id, args.eval_episodes, args.seed + args.num_envs)
+            eval_envs = make_env(args.env_id, args.eval_episodes, args.max_episode_frames)
             eval_obs, eval_info = eval_envs.reset(seed=args.seed + args.num_envs)
             eval_tracker = EpisodeTracker(args.eval_episodes, eval_info["lives"])
             eval_returns = np.full(args.eval_episodes, np.nan)

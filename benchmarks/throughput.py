@@ -87,7 +87,7 @@ def raw_env_rate(script: str, args) -> float:
     """Env steps per second of random play: the ceiling for the script's SPS."""
     module = importlib.import_module(SCRIPTS[script])
     num_envs = num_envs_of(script, args)
-    envs = module.make_env(args.env_id, num_envs, seed=0)
+    envs = module.make_env(args.env_id, num_envs)
     rng = np.random.default_rng(0)
     num_actions = envs.single_action_space.n
     envs.reset(seed=0)
