@@ -8,11 +8,12 @@ For each script (DQN, PPO, PQN) on one game this measures:
   - each run's peak resident memory, and each SPS as a fraction of the ceiling;
   - the wall time of one diagnostics capture (capture + metrics + TensorBoard), in this process, so that the
     cost of diagnostics at any interval can be read off: overhead = capture_s * SPS / interval.
-Each run is stopped with Ctrl-C (SIGINT) after --seconds of training; its SPS is the steady rate between the
-first charts/SPS event after --warmup seconds and the last one, read back from its TensorBoard file.
+Each run is stopped with Ctrl-C (SIGINT) --seconds after its first console status line (which comes about 5 s
+into training, so start-up and the first steps are left out), and no sooner than two more status lines; its SPS
+is the steady rate between the charts/SPS events of that window, read back from its TensorBoard file.
 
     python benchmarks/throughput.py                                  # all three, Breakout, 30 s each
-    python benchmarks/throughput.py --seconds 8 --pqn-num-envs 16     # small settings, about 3 minutes on 2 CPUs
+    OMP_NUM_THREADS=1 python benchmarks/throughput.py --seconds 5 --pqn-num-envs 16   # small: ~4 min on 2 CPUs
     python benchmarks/throughput.py --scripts pqn --device cuda --seconds 60
 
 It prints a Markdown table and writes the same figures as JSON (--json).
@@ -49,17 +50,18 @@ def parse_args():
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--env-id", default="Breakout-v5")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of measurement per run, after warm-up")
-    parser.add_argument("--warmup", type=float, default=None, help="seconds before measuring (default: seconds/2)")
+    parser.add_argument("--warmup", type=float, default=0.0,
+                        help="extra seconds to skip after the script's first status line (itself ~5 s into training)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--pqn-num-envs", type=int, default=128, help="PQN's envs (128 is the paper's setting)")
     parser.add_argument("--json", default=os.path.join(REPO_ROOT, "benchmarks", "results", "throughput.json"))
     args = parser.parse_args()
     if args.seconds <= 0:
         parser.error("--seconds must be positive")
-    if args.warmup is None:
-        args.warmup = args.seconds / 2
-    if args.pqn_num_envs < 1:
-        parser.error("--pqn-num-envs must be positive")
+    if args.warmup < 0:
+        parser.error("--warmup must be >= 0")
+    if args.pqn_num_envs * 32 < 512:
+        parser.error("--pqn-num-envs must be at least 16 (a rollout must hold the 512 probe states of diagnostics)")
     if args.device == "cuda":
         import torch
 
@@ -72,9 +74,11 @@ def script_args(script: str, args) -> list[str]:
     """Arguments that make a short measurement meaningful without changing what is measured."""
     extra = ["--env-id", args.env_id, "--total-timesteps", "1000000000", "--cuda" if args.device == "cuda" else "--no-cuda"]
     if script == "dqn":
-        extra += ["--learning-starts", "1000"]  # train from the start, so that the window measures training
+        extra += ["--learning-starts", "200"]  # train almost from the start, so that the window measures training
     if script == "pqn":
         extra += ["--num-envs", str(args.pqn_num_envs)]
+        rollout = args.pqn_num_envs * 32  # the probe states come from one rollout of 32 steps
+        extra += ["--diagnostics-samples", str(min(1024, rollout))]
     return extra
 
 
@@ -114,8 +118,8 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def steady_sps(run_dir: str, warmup: float) -> tuple[float, int]:
-    """Steps per second between the first charts/SPS event after warm-up and the last one."""
+def steady_sps(run_dir: str, window_start: float) -> tuple[float, int]:
+    """Steps per second between the first charts/SPS event after window_start (wall clock) and the last one."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
@@ -123,8 +127,9 @@ def steady_sps(run_dir: str, warmup: float) -> tuple[float, int]:
     if "charts/SPS" not in events.Tags()["scalars"]:
         return float("nan"), 0
     points = events.Scalars("charts/SPS")
-    start = points[0].wall_time + warmup
-    window = [p for p in points if p.wall_time >= start] or points[-2:]
+    window = [p for p in points if p.wall_time >= window_start]
+    if len(window) < 2:  # fewer than two points in the window (slow iterations): take the last two
+        window = points[-2:]
     if len(window) < 2 or window[-1].wall_time <= window[0].wall_time:
         return float("nan"), len(window)
     return (window[-1].step - window[0].step) / (window[-1].wall_time - window[0].wall_time), len(window)
@@ -145,9 +150,12 @@ def measure_script(script: str, variant: str, args, workdir: str) -> dict:
         while process.poll() is None:
             time.sleep(0.5)
             peak = max(peak, peak_rss_mb(process.pid))
-            if training_since is None and _printed_status(log_path):
+            status_lines = _status_lines(log_path)
+            if training_since is None and status_lines >= 1:
                 training_since = time.time()
-            if training_since is not None and time.time() - training_since > args.warmup + args.seconds:
+            # measure for --seconds, and over at least two more status lines (so two SPS points in the window)
+            if training_since is not None and time.time() - training_since > args.warmup + args.seconds \
+                    and status_lines >= 3:
                 break
             if time.time() - started > 600 + args.warmup + args.seconds:
                 break
@@ -158,19 +166,22 @@ def measure_script(script: str, variant: str, args, workdir: str) -> dict:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+    result = {"script": script, "variant": variant, "sps": float("nan"), "sps_points": 0, "peak_rss_mb": peak}
     run_dirs = [d for d in os.listdir(runs_dir) if f"__{exp_name}__" in d] if os.path.isdir(runs_dir) else []
-    if not run_dirs:
+    if not run_dirs or training_since is None:
         with open(log_path) as log:
-            tail = log.read()[-2000:]
-        raise RuntimeError(f"{script} {variant} wrote no run folder; its output ended with:\n{tail}")
-    sps, points = steady_sps(os.path.join(runs_dir, run_dirs[0]), args.warmup)
-    return {"script": script, "variant": variant, "sps": sps, "sps_points": points, "peak_rss_mb": peak}
+            last_line = (log.read().strip().splitlines() or ["(no output)"])[-1]
+        print(f"warning: {script} {variant} did not train: {last_line}", file=sys.stderr)
+        return result
+    window_start = training_since + args.warmup
+    result["sps"], result["sps_points"] = steady_sps(os.path.join(runs_dir, run_dirs[0]), window_start)
+    return result
 
 
-def _printed_status(log_path: str) -> bool:
-    """Whether the script has printed its first status line (it reports SPS there)."""
+def _status_lines(log_path: str) -> int:
+    """How many console status lines the script has printed (each reports SPS, at most every few seconds)."""
     with open(log_path) as f:
-        return " SPS " in f.read()
+        return f.read().count(" SPS ")
 
 
 def capture_seconds(script: str, args) -> float:
@@ -231,7 +242,7 @@ def main():
         f"- {script}: one diagnostics capture takes {seconds * 1000:,.0f} ms" for script, seconds in captures.items()
     )
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, device {args.device}"
-    print(f"\n{args.env_id}, {args.seconds:g} s per measurement after {args.warmup:g} s warm-up, {machine}\n")
+    print(f"\n{args.env_id}, {args.seconds:g} s per measurement after the first status line + {args.warmup:g} s, {machine}\n")
     print(table)
     print(capture_lines)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -1,0 +1,44 @@
+"""The throughput benchmark at its smallest setting: the table's shape, not its numbers."""
+
+import json
+import os
+import subprocess
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCHMARK = os.path.join(REPO_ROOT, "benchmarks", "throughput.py")
+
+
+def test_smallest_benchmark_prints_a_table_and_writes_json(tmp_path):
+    json_path = tmp_path / "throughput.json"
+    command = [sys.executable, BENCHMARK, "--scripts", "dqn", "--variants", "relu", "tanh+hadamard",
+               "--seconds", "2", "--json", str(json_path)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| script |"))
+    columns = [cell.strip() for cell in lines[header].strip("|").split("|")]
+    assert columns == ["script", "network", "envs", "SPS", "env ceiling (SPS)", "SPS / ceiling", "peak RSS (MB)"]
+    rows = [line for line in lines[header + 2:] if line.startswith("|")]
+    assert [row.split("|")[1:3] for row in rows] == [[" dqn ", " relu "], [" dqn ", " tanh+hadamard "]]
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert len(cells) == len(columns)
+        assert cells[2] == "1"  # DQN plays one env
+        float(cells[4].replace(",", ""))  # the ceiling is a number
+    assert any("diagnostics capture takes" in line for line in lines)
+
+    data = json.loads(json_path.read_text())
+    assert [(r["script"], r["variant"]) for r in data["results"]] == [("dqn", "relu"), ("dqn", "tanh+hadamard")]
+    for r in data["results"]:
+        assert r["ceiling_sps"] > 0 and r["peak_rss_mb"] > 0 and r["num_envs"] == 1
+    assert data["capture_seconds"]["dqn"] > 0
+
+
+def test_bad_option_is_one_line():
+    result = subprocess.run([sys.executable, BENCHMARK, "--seconds", "0"], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "--seconds must be positive" in result.stderr
+    assert "Traceback" not in result.stderr
