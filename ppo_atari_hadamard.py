@@ -380,6 +380,7 @@ if __name__ == "__main__":
 
     agent = Agent(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    probe_generator = torch.Generator(device=device).manual_seed(args.seed)  # diagnostics' own, not training's
 
     # ALGO LOGIC: storage setup. What the network reads and writes stays on the device (observations as uint8);
     # what the env returns (rewards and flags) is kept on the host and copied over once per rollout
@@ -519,7 +520,8 @@ if __name__ == "__main__":
             # diagnostics on states of the current rollout
             if args.diagnostics_interval > 0 and global_step >= next_diagnostics_step:
                 next_diagnostics_step += args.diagnostics_interval
-                probe_obs = b_obs[torch.randperm(args.batch_size, device=device)[: args.diagnostics_samples]]
+                probe = torch.randperm(args.batch_size, generator=probe_generator, device=device)
+                probe_obs = b_obs[probe[: args.diagnostics_samples]]
                 activations = diagnostics.capture_activations(agent, probe_obs)
                 diagnostics.log_diagnostics(
                     writer, global_step, activations, args.activation,

@@ -2,7 +2,6 @@
 
 import glob
 import os
-import subprocess
 import sys
 import time
 
@@ -16,6 +15,8 @@ sys.path.insert(0, REPO_ROOT)
 torch.set_num_threads(1)
 
 import dqn_atari_hadamard as dqn  # noqa: E402
+import script_runs  # noqa: E402
+from script_runs import read_scalars  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "dqn_atari_hadamard.py")
 
@@ -204,19 +205,7 @@ TINY = (
 
 
 def run_script(cwd, *args):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT)
-    return subprocess.run(
-        [sys.executable, SCRIPT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
-def read_scalars(run_dir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(run_dir, size_guidance={"scalars": 0, "histograms": 0})
-    events.Reload()
-    scalars = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-    return scalars, events.Tags()["histograms"]
+    return script_runs.run_script(SCRIPT, cwd, args)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ import dataclasses
 import glob
 import os
 import re
-import subprocess
 import sys
 import time
 
@@ -17,7 +16,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 torch.set_num_threads(1)
 
+import script_runs  # noqa: E402
 from ppo_atari_hadamard import Agent, Args, check_args, compute_gae  # noqa: E402
+from script_runs import read_scalars  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "ppo_atari_hadamard.py")
 TINY_ARGS = [
@@ -206,20 +207,7 @@ def test_parameter_counts():
 # The script end to end
 # ---------------------------------------------------------------------------------------------------------
 def run_script(cwd, args, timeout=240):
-    python_path = os.pathsep.join([REPO_ROOT, os.environ.get("PYTHONPATH", "")])
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=python_path)
-    return subprocess.run(
-        [sys.executable, SCRIPT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def read_scalars(run_dir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(run_dir, size_guidance={"scalars": 0, "histograms": 0})
-    events.Reload()
-    scalars = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-    return scalars, events.Tags()["histograms"]
+    return script_runs.run_script(SCRIPT, cwd, args, timeout)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Tests of pqn_atari_hadamard.py: Q(lambda) targets, the network, and the script end to end."""
 
 import os
-import subprocess
 import sys
 import time
 
@@ -15,6 +14,7 @@ sys.path.insert(0, REPO_ROOT)
 torch.set_num_threads(1)
 
 import pqn_atari_hadamard as pqn  # noqa: E402
+import script_runs  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "pqn_atari_hadamard.py")
 
@@ -239,19 +239,11 @@ SMOKE = [
 
 
 def run_script(cwd, *arguments, timeout=120):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT, env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, SCRIPT, *arguments], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    return script_runs.run_script(SCRIPT, cwd, arguments, timeout)
 
 
 def scalars(run_dir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
-    events.Reload()
-    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    return script_runs.read_scalars(run_dir)[0]
 
 
 @pytest.fixture(scope="module")
