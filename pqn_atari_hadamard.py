@@ -52,7 +52,7 @@ class Args:
     save_model: bool = False
     """whether to save the model to the run folder (at the end, or on Ctrl-C) and evaluate it"""
     eval_episodes: int = 10
-    """full games played by the evaluation after training (with --save-model)"""
+    """full games played by the evaluation after training (with --save-model), epsilon-greedy with epsilon end_e"""
 
     # Algorithm specific arguments
     env_id: str = "Breakout-v5"
