@@ -171,14 +171,14 @@ class EpisodeTracker:
         self.resetting = np.zeros(num_envs, dtype=bool)
 
     def step(self, rewards, terminations, truncations, lives):
-        """Returns (is_transition, life_lost, finished) where finished lists (score, length) of ended games."""
+        """Returns (is_transition, life_lost, finished) where finished lists (env, score, length) of ended games."""
         is_transition = ~self.resetting
         life_lost = is_transition & (lives < self.lives)
         self.lives = lives.copy()
         self.returns += rewards * is_transition
         self.lengths += is_transition
         game_over = is_transition & (terminations | truncations)
-        finished = [(float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(game_over)]
+        finished = [(int(i), float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(game_over)]
         self.returns[game_over] = 0.0
         self.lengths[game_over] = 0
         self.resetting = game_over
@@ -373,7 +373,7 @@ def evaluate(q_network: nn.Module, envs, episodes: int, epsilon: float, device: 
                 actions = q_network(torch.from_numpy(obs).to(device)).argmax(1).cpu().numpy()
         obs, rewards, terminations, truncations, info = envs.step(actions)
         _, _, finished = tracker.step(rewards, terminations, truncations, info["lives"])
-        scores += [score for score, _ in finished]
+        scores += [score for _, score, _ in finished]
     return scores
 
 
@@ -529,7 +529,7 @@ if __name__ == "__main__":
 
             next_obs, rewards, terminations, truncations, info = envs.recv()
             _, life_lost, finished = tracker.step(rewards, terminations, truncations, info["lives"])
-            for score, length in finished:
+            for _, score, length in finished:
                 recent_returns.append(score)
                 writer.add_scalar("charts/episodic_return", score, global_step)
                 writer.add_scalar("charts/episodic_length", length, global_step)

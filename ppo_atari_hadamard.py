@@ -177,14 +177,14 @@ class EpisodeTracker:
         self.resetting = np.zeros(num_envs, dtype=bool)
 
     def step(self, rewards, terminations, truncations, lives):
-        """Returns (is_transition, life_lost, finished) where finished lists (score, length) of ended games."""
+        """Returns (is_transition, life_lost, finished) where finished lists (env, score, length) of ended games."""
         is_transition = ~self.resetting
         life_lost = is_transition & (lives < self.lives)
         self.lives = lives.copy()
         self.returns += rewards * is_transition
         self.lengths += is_transition
         game_over = is_transition & (terminations | truncations)
-        finished = [(float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(game_over)]
+        finished = [(int(i), float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(game_over)]
         self.returns[game_over] = 0.0
         self.lengths[game_over] = 0
         self.resetting = game_over
@@ -430,7 +430,7 @@ if __name__ == "__main__":
                 truncated[step] = is_transition & truncations
                 valid[step] = is_transition
                 next_obs = torch.from_numpy(next_obs).to(device)
-                for score, length in finished:
+                for _, score, length in finished:
                     recent_returns.append(score)
                     writer.add_scalar("charts/episodic_return", score, global_step)
                     writer.add_scalar("charts/episodic_length", length, global_step)
@@ -555,9 +555,8 @@ if __name__ == "__main__":
                 with torch.no_grad():
                     eval_actions, _, _, _ = eval_agent.get_action_and_value(torch.from_numpy(eval_obs).to(device))
                 eval_obs, reward, terminations, truncations, eval_info = eval_envs.step(eval_actions.cpu().numpy())
-                is_transition, _, finished = eval_tracker.step(reward, terminations, truncations, eval_info["lives"])
-                ended = np.flatnonzero(is_transition & (terminations | truncations))  # the envs of `finished`
-                for env, (score, _) in zip(ended, finished):
+                _, _, finished = eval_tracker.step(reward, terminations, truncations, eval_info["lives"])
+                for env, score, _ in finished:
                     if scores[env] is None:
                         scores[env] = score
             eval_envs.close()

@@ -177,14 +177,14 @@ class EpisodeTracker:
         self.resetting = np.zeros(num_envs, dtype=bool)
 
     def step(self, rewards, terminations, truncations, lives):
-        """Returns (is_transition, life_lost, finished) where finished lists (score, length) of ended games."""
+        """Returns (is_transition, life_lost, finished) where finished lists (env, score, length) of ended games."""
         is_transition = ~self.resetting
         life_lost = is_transition & (lives < self.lives)
         self.lives = lives.copy()
         self.returns += rewards * is_transition
         self.lengths += is_transition
         game_over = is_transition & (terminations | truncations)
-        finished = [(float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(game_over)]
+        finished = [(int(i), float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(game_over)]
         self.returns[game_over] = 0.0
         self.lengths[game_over] = 0
         self.resetting = game_over
@@ -255,11 +255,10 @@ def status_line(step: int, total_steps: int, start_time: float, recent_returns) 
 
 
 def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:
-    """Epsilon going linearly from start_e to end_e over `duration` steps, then staying at end_e."""
+    """Epsilon at step t: from start_e down to end_e over `duration` steps, then constant."""
     if duration <= 0:
         return end_e
-    slope = (end_e - start_e) / duration
-    return max(slope * t + start_e, end_e)
+    return start_e + (end_e - start_e) * min(t / duration, 1.0)
 
 
 def q_lambda_returns(
@@ -429,7 +428,7 @@ if __name__ == "__main__":
                 rewards[step] = np.sign(reward)
                 dones[step] = termination | life_lost  # a lost life ends the return; a truncated game bootstraps
                 transitions[step] = is_transition
-                ended_games += [(global_step, score, length) for score, length in finished]
+                ended_games += [(global_step, score, length) for _, score, length in finished]
 
             # TRY NOT TO MODIFY: record the games that ended during the rollout
             for step_of_end, score, length in ended_games:
@@ -524,9 +523,8 @@ if __name__ == "__main__":
                 random_actions = torch.randint(num_actions, (args.eval_episodes,), device=device)
                 action = torch.where(explore, random_actions, q_values.argmax(dim=1))
                 eval_obs, reward, termination, truncation, eval_info = eval_envs.step(action.cpu().numpy())
-                is_transition, _, finished = eval_tracker.step(reward, termination, truncation, eval_info["lives"])
-                game_over = np.flatnonzero(is_transition & (termination | truncation))
-                for env, (score, _) in zip(game_over, finished):
+                _, _, finished = eval_tracker.step(reward, termination, truncation, eval_info["lives"])
+                for env, score, _ in finished:
                     if np.isnan(eval_returns[env]):  # only each env's first game counts
                         eval_returns[env] = score
             eval_envs.close()

@@ -131,7 +131,7 @@ def test_full_game_returns_add_up_over_lives():
         if finished:
             assert info["lives"][0] == 0 and terminations[0]  # Breakout ends when the last life is lost
             games.append((score, length))
-            assert finished == [(score, length)]
+            assert finished == [(0, score, length)]
             score, length = 0.0, 0
         else:
             assert not terminations[0]  # a lost life does not end the game

@@ -92,7 +92,7 @@ def test_episode_tracker_adds_a_game_up_over_lives_and_skips_the_reset_step():
     ]
     results = [tracker.step(*s) for s in steps]
     assert results[1][1].tolist() == [True, False]  # life lost, game goes on
-    assert results[2][2] == [(7.0, 3)]  # raw full-game score over both lives, 3 agent steps
+    assert results[2][2] == [(0, 7.0, 3)]  # raw full-game score over both lives, 3 agent steps
     assert results[3][0].tolist() == [False, True]  # the reset step is no transition
     assert results[3][1].tolist() == [False, False]  # lives going back up is no life lost
 
