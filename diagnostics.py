@@ -37,7 +37,8 @@ import os
 import re
 import sys
 import zipfile
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -67,8 +68,7 @@ def _as_array(x: Any, name: str = "activations", keep_float32: bool = False) -> 
     faster for element-wise work that needs no sums.
     """
     arr = np.asarray(x)
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-            or arr.dtype == np.bool_):
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
         raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
@@ -236,8 +236,9 @@ def layer_kinds(names: Sequence[str], activation: str) -> dict[str, str]:
     return {name: ("relu" if name.startswith("conv") else activation) for name in names}
 
 
-def capture_activations(network: torch.nn.Module, probe_obs: torch.Tensor,
-                        chunk_size: int = 1024) -> dict[str, np.ndarray]:
+def capture_activations(
+    network: torch.nn.Module, probe_obs: torch.Tensor, chunk_size: int = 1024
+) -> dict[str, np.ndarray]:
     """Runs `network.layer_outputs` on the probe batch in chunks; float32 host arrays by layer name.
 
     Conv layers (n, c, h, w) are reduced to per-channel spatial means (n, c). For ReLU a channel's
@@ -270,15 +271,18 @@ def to_file_precision(x: Any, name: str = "activations") -> np.ndarray:
     return np.clip(arr, -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)
 
 
-def _present_products(names: Sequence[str],
-                      products: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, str]]:
+def _present_products(names: Sequence[str], products: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, str]]:
     return {p: (a, b) for p, (a, b) in products.items() if p in names and a in names and b in names}
 
 
-def compute_metrics(activations: Mapping[str, Any], kinds: Mapping[str, str],
-                    products: Mapping[str, Sequence[str]] = PRODUCTS, dead_threshold: float = 0.02,
-                    dormant_tau: float = 0.025,
-                    srank_delta: float = 0.01) -> dict[str, dict[str, float]]:
+def compute_metrics(
+    activations: Mapping[str, Any],
+    kinds: Mapping[str, str],
+    products: Mapping[str, Sequence[str]] = PRODUCTS,
+    dead_threshold: float = 0.02,
+    dormant_tau: float = 0.025,
+    srank_delta: float = 0.01,
+) -> dict[str, dict[str, float]]:
     """Every metric of every layer, computed on float16-rounded activations.
 
     Returns {layer: {"dead_fraction", "dormant_fraction", "srank", "effective_rank"}}. A product
@@ -300,8 +304,7 @@ def compute_metrics(activations: Mapping[str, Any], kinds: Mapping[str, str],
             a_name, b_name = present[name]
             if kinds[a_name] != kinds[b_name]:
                 raise ValueError(f"branches {a_name!r} and {b_name!r} use different activations")
-            dead = hadamard_dead_fraction(rounded[a_name], rounded[b_name], kinds[a_name],
-                                          dead_threshold)
+            dead = hadamard_dead_fraction(rounded[a_name], rounded[b_name], kinds[a_name], dead_threshold)
         else:
             dead = dead_fraction(x, kinds[name], dead_threshold)
         # the rank of a conv layer is over channels: their spatial means
@@ -336,10 +339,17 @@ def _save_npz(path: str, arrays: Mapping[str, np.ndarray], metadata: dict) -> No
         raise
 
 
-def log_diagnostics(writer: Any, step: int, activations: Mapping[str, Any], activation: str, *,
-                    dead_threshold: float = 0.02, dormant_tau: float = 0.025,
-                    srank_delta: float = 0.01,
-                    save_dir: str | None = None) -> dict[str, dict[str, float]]:
+def log_diagnostics(
+    writer: Any,
+    step: int,
+    activations: Mapping[str, Any],
+    activation: str,
+    *,
+    dead_threshold: float = 0.02,
+    dormant_tau: float = 0.025,
+    srank_delta: float = 0.01,
+    save_dir: str | None = None,
+) -> dict[str, dict[str, float]]:
     """Computes every metric, logs scalars and histograms at `step`, optionally saves the file.
 
     Scalars: diagnostics/<metric>/<layer>; histograms: activations/<layer>. With `save_dir`, the
@@ -396,8 +406,7 @@ def _read_activation_file(path: str) -> tuple[dict, dict[str, np.ndarray]]:
     return metadata, activations
 
 
-def load_activations(path: str) -> tuple[int, dict[str, np.ndarray], dict[str, str],
-                                         dict[str, tuple[str, str]]]:
+def load_activations(path: str) -> tuple[int, dict[str, np.ndarray], dict[str, str], dict[str, tuple[str, str]]]:
     """(step, activations, kinds, products) of a file written by `log_diagnostics`."""
     metadata, activations = _read_activation_file(path)
     products = {p: (a, b) for p, (a, b) in metadata["products"].items()}
@@ -408,8 +417,12 @@ def load_activations(path: str) -> tuple[int, dict[str, np.ndarray], dict[str, s
 # Command line
 # ----------------------------------------------------------------------------------------------
 _STEP_FILE = re.compile(r"^step_(\d+)\.npz$")
-_COLUMNS = (("dead_fraction", "dead", "{:.4f}"), ("dormant_fraction", "dormant", "{:.4f}"),
-            ("srank", "srank", "{:d}"), ("effective_rank", "erank", "{:.2f}"))
+_COLUMNS = (
+    ("dead_fraction", "dead", "{:.4f}"),
+    ("dormant_fraction", "dormant", "{:.4f}"),
+    ("srank", "srank", "{:d}"),
+    ("effective_rank", "erank", "{:.2f}"),
+)
 
 
 def _step_files(run_dir: str) -> list[str]:
@@ -446,11 +459,11 @@ def _run_metrics(run_dir: str, args: argparse.Namespace) -> dict[int, dict[str, 
             print(f"warning: skipped: {err}", file=sys.stderr)
             continue
         # Thresholds not given on the command line: those the run used when it saved the file.
-        thresholds = {key: metadata[key] if getattr(args, key) is None else getattr(args, key)
-                      for key in _THRESHOLDS}
+        thresholds = {key: metadata[key] if getattr(args, key) is None else getattr(args, key) for key in _THRESHOLDS}
         try:
             results[metadata["step"]] = compute_metrics(
-                activations, metadata["kinds"], metadata["products"], **thresholds)
+                activations, metadata["kinds"], metadata["products"], **thresholds
+            )
         except (ValueError, TypeError) as err:
             print(f"warning: skipped {path}: {err}", file=sys.stderr)
     return results
@@ -493,7 +506,7 @@ def _table(runs: dict[str, dict[int, dict[str, dict]]]) -> str:
 
 def _span(widths: list[int], first: int) -> int:
     """Width of the group of metric columns that starts at column `first`."""
-    return sum(widths[first:first + len(_COLUMNS)]) + 2 * (len(_COLUMNS) - 1)
+    return sum(widths[first : first + len(_COLUMNS)]) + 2 * (len(_COLUMNS) - 1)
 
 
 def _write_csv(path: str, runs: dict[str, dict[int, dict[str, dict]]]) -> None:
@@ -507,17 +520,16 @@ def _write_csv(path: str, runs: dict[str, dict[int, dict[str, dict]]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Print the metrics of saved activation files, runs side by side.")
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                        help="a run folder holding activations/step_*.npz")
+    parser = argparse.ArgumentParser(description="Print the metrics of saved activation files, runs side by side.")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run folder holding activations/step_*.npz")
     parser.add_argument("--csv", metavar="FILE", help="also write the metrics to FILE in long form")
-    parser.add_argument("--dead-threshold", type=float, metavar="G",
-                        help="local-gradient threshold g (default: the value the run used)")
-    parser.add_argument("--dormant-tau", type=float, metavar="T",
-                        help="dormant threshold tau (default: the value the run used)")
-    parser.add_argument("--srank-delta", type=float, metavar="D",
-                        help="srank delta (default: the value the run used)")
+    parser.add_argument(
+        "--dead-threshold", type=float, metavar="G", help="local-gradient threshold g (default: the value the run used)"
+    )
+    parser.add_argument(
+        "--dormant-tau", type=float, metavar="T", help="dormant threshold tau (default: the value the run used)"
+    )
+    parser.add_argument("--srank-delta", type=float, metavar="D", help="srank delta (default: the value the run used)")
     args = parser.parse_args(argv)
     try:  # check the thresholds once, up front, rather than once per file
         if args.dead_threshold is not None:

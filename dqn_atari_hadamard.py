@@ -22,7 +22,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Optional
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class Args:
     """if toggled, the run is tracked with Weights and Biases (needs `pip install wandb`)"""
     wandb_project_name: str = "hadamard-rl"
     """the wandb project name"""
-    wandb_entity: Optional[str] = None
+    wandb_entity: str | None = None
     """the entity (team) of the wandb project"""
     save_model: bool = False
     """whether to save the model to the run folder (at the end, or on Ctrl-C) and evaluate it"""
@@ -423,8 +423,10 @@ if __name__ == "__main__":
     except ValueError as error:
         sys.exit(f"error: {error}")
     if args.learning_starts >= args.total_timesteps:
-        print(f"note: --learning-starts ({args.learning_starts:,}) >= --total-timesteps ({args.total_timesteps:,}): "
-              "this run only collects experience, the network is not trained")
+        print(
+            f"note: --learning-starts ({args.learning_starts:,}) >= --total-timesteps ({args.total_timesteps:,}): "
+            "this run only collects experience, the network is not trained"
+        )
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = os.path.join("runs", run_name)
     if os.path.exists(run_dir):
@@ -445,7 +447,7 @@ if __name__ == "__main__":
     writer = SummaryWriter(run_dir)
     writer.add_text(
         "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
     )
     with open(os.path.join(run_dir, "args.json"), "w") as f:
         json.dump(vars(args), f, indent=2)
@@ -551,14 +553,20 @@ if __name__ == "__main__":
             if args.diagnostics_interval > 0 and global_step >= next_diagnostics_step:
                 next_diagnostics_step += args.diagnostics_interval
                 if len(rb) < args.diagnostics_samples:
-                    print(f"diagnostics skipped at step {global_step}: the replay memory holds {len(rb)} states, "
-                          f"fewer than --diagnostics-samples ({args.diagnostics_samples})")
+                    print(
+                        f"diagnostics skipped at step {global_step}: the replay memory holds {len(rb)} states, "
+                        f"fewer than --diagnostics-samples ({args.diagnostics_samples})"
+                    )
                 else:
                     probe_obs = torch.from_numpy(rb.sample_states(args.diagnostics_samples, probe_rng)).to(device)
                     activations = diagnostics.capture_activations(q_network, probe_obs)
                     diagnostics.log_diagnostics(
-                        writer, global_step, activations, args.activation,
-                        dead_threshold=args.dead_threshold, dormant_tau=args.dormant_tau,
+                        writer,
+                        global_step,
+                        activations,
+                        args.activation,
+                        dead_threshold=args.dead_threshold,
+                        dormant_tau=args.dormant_tau,
                         save_dir=os.path.join(run_dir, "activations") if args.save_activations else None,
                     )
 

@@ -22,7 +22,7 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class Args:
     """if toggled, the run is tracked with Weights and Biases (needs `pip install wandb`)"""
     wandb_project_name: str = "hadamard-rl"
     """the wandb project name"""
-    wandb_entity: Optional[str] = None
+    wandb_entity: str | None = None
     """the entity (team) of the wandb project"""
     save_model: bool = False
     """whether to save the model to the run folder (at the end, or on Ctrl-C) and evaluate it"""
@@ -91,7 +91,7 @@ class Args:
     """coefficient of the value loss"""
     max_grad_norm: float = 0.5
     """the maximum norm of the gradient (clipped)"""
-    target_kl: Optional[float] = None
+    target_kl: float | None = None
     """if set, an update stops early after the epoch whose last minibatch's approx_kl exceeds it"""
 
     # Representation (the paper's method by default)
@@ -243,7 +243,7 @@ class Agent(nn.Module):
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(self.representation(x))
 
-    def get_action_and_value(self, x: torch.Tensor, action: Optional[torch.Tensor] = None):
+    def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None):
         """(action, its log-probability, the policy's entropy, the state value); samples when action is None."""
         hidden = self.representation(x)
         # validate_args=False: the argument checks would cost a device-to-host sync on every call
@@ -361,7 +361,7 @@ if __name__ == "__main__":
     writer = SummaryWriter(run_dir)
     writer.add_text(
         "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
     )
     with open(os.path.join(run_dir, "args.json"), "w") as f:
         json.dump(vars(args), f, indent=2)
@@ -524,8 +524,12 @@ if __name__ == "__main__":
                 probe_obs = b_obs[probe[: args.diagnostics_samples]]
                 activations = diagnostics.capture_activations(agent, probe_obs)
                 diagnostics.log_diagnostics(
-                    writer, global_step, activations, args.activation,
-                    dead_threshold=args.dead_threshold, dormant_tau=args.dormant_tau,
+                    writer,
+                    global_step,
+                    activations,
+                    args.activation,
+                    dead_threshold=args.dead_threshold,
+                    dormant_tau=args.dormant_tau,
                     save_dir=os.path.join(run_dir, "activations") if args.save_activations else None,
                 )
 

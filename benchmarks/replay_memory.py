@@ -49,16 +49,24 @@ def main():
         next_obs, rewards, terminations, truncations, info = envs.step(actions)
         is_transition, life_lost, _ = tracker.step(rewards, terminations, truncations, info["lives"])
         if is_transition[0]:
-            memory.add(obs[0], next_obs[0], actions[0], rewards[0], terminations[0] or life_lost[0],
-                       terminations[0] or truncations[0])
+            memory.add(
+                obs[0],
+                next_obs[0],
+                actions[0],
+                rewards[0],
+                terminations[0] or life_lost[0],
+                terminations[0] or truncations[0],
+            )
             added += 1
         obs = next_obs
     grown = resident_bytes() - before
     envs.close()
 
     print(f"{args.env_id}: {added:,} transitions added, {len(memory):,} held (capacity {memory.capacity:,})")
-    print(f"resident memory grew {grown / 2**20:,.1f} MiB = {grown / added:,.0f} bytes per transition "
-          f"(arrays: {memory.nbytes / memory.capacity:,.0f} bytes per slot)")
+    print(
+        f"resident memory grew {grown / 2**20:,.1f} MiB = {grown / added:,.0f} bytes per transition "
+        f"(arrays: {memory.nbytes / memory.capacity:,.0f} bytes per slot)"
+    )
     print(f"1,000,000 transitions: {grown / added * 1e6 / 1e9:.2f} GB")
 
 

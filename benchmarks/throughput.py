@@ -50,8 +50,12 @@ def parse_args():
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--env-id", default="Breakout-v5")
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of measurement per run, after warm-up")
-    parser.add_argument("--warmup", type=float, default=0.0,
-                        help="extra seconds to skip after the script's first status line (itself ~5 s into training)")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        help="extra seconds to skip after the script's first status line (itself ~5 s into training)",
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--pqn-num-envs", type=int, default=128, help="PQN's envs (128 is the paper's setting)")
     parser.add_argument("--json", default=os.path.join(REPO_ROOT, "benchmarks", "results", "throughput.json"))
@@ -72,7 +76,13 @@ def parse_args():
 
 def script_args(script: str, args) -> list[str]:
     """Arguments that make a short measurement meaningful without changing what is measured."""
-    extra = ["--env-id", args.env_id, "--total-timesteps", "1000000000", "--cuda" if args.device == "cuda" else "--no-cuda"]
+    extra = [
+        "--env-id",
+        args.env_id,
+        "--total-timesteps",
+        "1000000000",
+        "--cuda" if args.device == "cuda" else "--no-cuda",
+    ]
     if script == "dqn":
         extra += ["--learning-starts", "200"]  # train almost from the start, so that the window measures training
     if script == "pqn":
@@ -154,8 +164,11 @@ def measure_script(script: str, variant: str, args, workdir: str) -> dict:
             if training_since is None and status_lines >= 1:
                 training_since = time.time()
             # measure for --seconds, and over at least two more status lines (so two SPS points in the window)
-            if training_since is not None and time.time() - training_since > args.warmup + args.seconds \
-                    and status_lines >= 3:
+            if (
+                training_since is not None
+                and time.time() - training_since > args.warmup + args.seconds
+                and status_lines >= 3
+            ):
                 break
             if time.time() - started > 600 + args.warmup + args.seconds:
                 break
@@ -194,9 +207,7 @@ def capture_seconds(script: str, args) -> float:
     module = importlib.import_module(SCRIPTS[script])
     defaults = module.Args()
     device = torch.device(args.device)
-    network_class = next(
-        getattr(module, name) for name in ("QNetwork", "Agent") if hasattr(module, name)
-    )
+    network_class = next(getattr(module, name) for name in ("QNetwork", "Agent") if hasattr(module, name))
     network = network_class(4).to(device)
     probe = torch.randint(0, 256, (defaults.diagnostics_samples, 4, 84, 84), dtype=torch.uint8, device=device)
     with tempfile.TemporaryDirectory() as logdir:
@@ -242,15 +253,24 @@ def main():
         f"- {script}: one diagnostics capture takes {seconds * 1000:,.0f} ms" for script, seconds in captures.items()
     )
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, device {args.device}"
-    print(f"\n{args.env_id}, {args.seconds:g} s per measurement after the first status line + {args.warmup:g} s, {machine}\n")
+    print(
+        f"\n{args.env_id}, {args.seconds:g} s per measurement after the first status line + {args.warmup:g} s, {machine}\n"
+    )
     print(table)
     print(capture_lines)
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump(
-            {"env_id": args.env_id, "seconds": args.seconds, "device": args.device, "machine": machine,
-             "results": results, "capture_seconds": captures},
-            f, indent=2,
+            {
+                "env_id": args.env_id,
+                "seconds": args.seconds,
+                "device": args.device,
+                "machine": machine,
+                "results": results,
+                "capture_seconds": captures,
+            },
+            f,
+            indent=2,
         )
     print(f"\nwrote {args.json}")
 

@@ -11,8 +11,19 @@ BENCHMARK = os.path.join(REPO_ROOT, "benchmarks", "throughput.py")
 
 def test_smallest_benchmark_prints_a_table_and_writes_json(tmp_path):
     json_path = tmp_path / "throughput.json"
-    command = [sys.executable, BENCHMARK, "--scripts", "dqn", "--variants", "relu", "tanh+hadamard",
-               "--seconds", "2", "--json", str(json_path)]
+    command = [
+        sys.executable,
+        BENCHMARK,
+        "--scripts",
+        "dqn",
+        "--variants",
+        "relu",
+        "tanh+hadamard",
+        "--seconds",
+        "2",
+        "--json",
+        str(json_path),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -21,7 +32,7 @@ def test_smallest_benchmark_prints_a_table_and_writes_json(tmp_path):
     header = next(i for i, line in enumerate(lines) if line.startswith("| script |"))
     columns = [cell.strip() for cell in lines[header].strip("|").split("|")]
     assert columns == ["script", "network", "envs", "SPS", "env ceiling (SPS)", "SPS / ceiling", "peak RSS (MB)"]
-    rows = [line for line in lines[header + 2:] if line.startswith("|")]
+    rows = [line for line in lines[header + 2 :] if line.startswith("|")]
     assert [row.split("|")[1:3] for row in rows] == [[" dqn ", " relu "], [" dqn ", " tanh+hadamard "]]
     for row in rows:
         cells = [cell.strip() for cell in row.strip("|").split("|")]

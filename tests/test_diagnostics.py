@@ -220,28 +220,31 @@ def test_conv_dormant_is_per_channel_and_matches_spatial_means():
 # ---------------------------------------------------------------------------------------------
 # Bad input
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("call, message", [
-    (lambda: D.dead_fraction(np.zeros((0, 4)), "tanh"), "empty"),
-    (lambda: D.dead_fraction(np.array([[0.1, np.nan]]), "tanh"), "NaN"),
-    (lambda: D.dormant_fraction(np.array([[0.1, np.inf]])), "inf"),
-    (lambda: D.dead_fraction(np.zeros(4), "relu"), "2-D"),
-    (lambda: D.dead_fraction(np.zeros((2, 3, 4)), "relu"), "2-D"),
-    (lambda: D.dead_fraction(np.zeros((2, 3)), "gelu"), "unknown activation"),
-    (lambda: D.dead_fraction(np.array([["a", "b"]]), "relu"), "real numbers"),
-    (lambda: D.hadamard_dead_fraction(np.zeros((2, 3)), np.zeros((2, 4)), "tanh"), "shapes differ"),
-    (lambda: D.hadamard_dead_fraction(np.zeros((2, 3)), np.zeros((2, 3)), "elu"), "unknown"),
-    (lambda: D.srank(np.eye(3), delta=0.0), "delta"),
-    (lambda: D.srank(np.eye(3), delta=1.0), "delta"),
-    (lambda: D.rank_metrics(np.eye(3), delta=-0.1), "delta"),
-    (lambda: D.srank_from_singular_values([1.0, 0.5], delta=1.5), "delta"),
-    (lambda: D.singular_values(np.zeros((3, 5))), "need at least as many samples as units"),
-    (lambda: D.singular_values(np.zeros((3, 2, 2, 2))), "2-D"),
-    (lambda: D.effective_rank(np.zeros((0, 0))), "empty"),
-    (lambda: D.effective_rank_from_singular_values([1.0, -1.0]), ">= 0"),
-    (lambda: D.dead_fraction(np.zeros((2, 3)), "relu", threshold=-1), "threshold"),
-    (lambda: D.dormant_fraction(np.zeros((2, 3)), tau=float("nan")), "tau"),
-    (lambda: D.layer_kinds(["conv1"], "swish"), "unknown activation"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: D.dead_fraction(np.zeros((0, 4)), "tanh"), "empty"),
+        (lambda: D.dead_fraction(np.array([[0.1, np.nan]]), "tanh"), "NaN"),
+        (lambda: D.dormant_fraction(np.array([[0.1, np.inf]])), "inf"),
+        (lambda: D.dead_fraction(np.zeros(4), "relu"), "2-D"),
+        (lambda: D.dead_fraction(np.zeros((2, 3, 4)), "relu"), "2-D"),
+        (lambda: D.dead_fraction(np.zeros((2, 3)), "gelu"), "unknown activation"),
+        (lambda: D.dead_fraction(np.array([["a", "b"]]), "relu"), "real numbers"),
+        (lambda: D.hadamard_dead_fraction(np.zeros((2, 3)), np.zeros((2, 4)), "tanh"), "shapes differ"),
+        (lambda: D.hadamard_dead_fraction(np.zeros((2, 3)), np.zeros((2, 3)), "elu"), "unknown"),
+        (lambda: D.srank(np.eye(3), delta=0.0), "delta"),
+        (lambda: D.srank(np.eye(3), delta=1.0), "delta"),
+        (lambda: D.rank_metrics(np.eye(3), delta=-0.1), "delta"),
+        (lambda: D.srank_from_singular_values([1.0, 0.5], delta=1.5), "delta"),
+        (lambda: D.singular_values(np.zeros((3, 5))), "need at least as many samples as units"),
+        (lambda: D.singular_values(np.zeros((3, 2, 2, 2))), "2-D"),
+        (lambda: D.effective_rank(np.zeros((0, 0))), "empty"),
+        (lambda: D.effective_rank_from_singular_values([1.0, -1.0]), ">= 0"),
+        (lambda: D.dead_fraction(np.zeros((2, 3)), "relu", threshold=-1), "threshold"),
+        (lambda: D.dormant_fraction(np.zeros((2, 3)), tau=float("nan")), "tau"),
+        (lambda: D.layer_kinds(["conv1"], "swish"), "unknown activation"),
+    ],
+)
 def test_bad_input_raises_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
@@ -259,14 +262,19 @@ def fake_activations(seed=0, n=64, d=16, saturated=3):
     b[:, 0] = -0.9999
     conv = np.maximum(rng.standard_normal((n, 8)), 0).astype(np.float32)
     conv[:, 0] = 0.0
-    return {"conv1": conv, "conv2": conv[:, ::-1].copy(), "conv3": conv * 2,
-            "hadamard_a": a, "hadamard_b": b, "hadamard": a * b}
+    return {
+        "conv1": conv,
+        "conv2": conv[:, ::-1].copy(),
+        "conv3": conv * 2,
+        "hadamard_a": a,
+        "hadamard_b": b,
+        "hadamard": a * b,
+    }
 
 
 def test_layer_kinds():
     kinds = D.layer_kinds(["conv1", "conv3", "hadamard_a", "representation"], "sigmoid")
-    assert kinds == {"conv1": "relu", "conv3": "relu", "hadamard_a": "sigmoid",
-                     "representation": "sigmoid"}
+    assert kinds == {"conv1": "relu", "conv3": "relu", "hadamard_a": "sigmoid", "representation": "sigmoid"}
     assert list(kinds) == ["conv1", "conv3", "hadamard_a", "representation"]
 
 
@@ -285,8 +293,7 @@ def test_compute_metrics_uses_branches_for_the_product_layer():
     # without the branches, "hadamard" is an ordinary tanh layer
     alone = {"hadamard": acts["hadamard"]}
     plain = D.compute_metrics(alone, {"hadamard": "tanh"})
-    assert plain["hadamard"]["dead_fraction"] == D.dead_fraction(
-        D.to_file_precision(acts["hadamard"]), "tanh")
+    assert plain["hadamard"]["dead_fraction"] == D.dead_fraction(D.to_file_precision(acts["hadamard"]), "tanh")
 
 
 def test_compute_metrics_product_differs_from_plain_formula():
@@ -321,8 +328,9 @@ def test_to_file_precision_clips_instead_of_overflowing():
 def test_save_load_round_trip_equals_live_metrics(tmp_path):
     acts = fake_activations(seed=2)
     save_dir = tmp_path / "run" / "activations"  # created on demand
-    live = D.log_diagnostics(None, 1234, acts, "tanh", dead_threshold=0.03, dormant_tau=0.1,
-                             srank_delta=0.05, save_dir=str(save_dir))
+    live = D.log_diagnostics(
+        None, 1234, acts, "tanh", dead_threshold=0.03, dormant_tau=0.1, srank_delta=0.05, save_dir=str(save_dir)
+    )
     assert os.listdir(save_dir) == ["step_1234.npz"]  # no temporary file left behind
     with np.load(save_dir / "step_1234.npz", allow_pickle=False) as data:
         assert all(data[k].dtype == np.float16 for k in acts)
@@ -334,8 +342,7 @@ def test_save_load_round_trip_equals_live_metrics(tmp_path):
     for name, x in acts.items():
         assert loaded[name].shape == x.shape
         np.testing.assert_array_equal(loaded[name], x.astype(np.float16))
-    offline = D.compute_metrics(loaded, kinds, products, dead_threshold=0.03, dormant_tau=0.1,
-                                srank_delta=0.05)
+    offline = D.compute_metrics(loaded, kinds, products, dead_threshold=0.03, dormant_tau=0.1, srank_delta=0.05)
     assert offline == live
 
 
@@ -434,20 +441,32 @@ def test_log_diagnostics_writes_expected_tags(tmp_path):
 # ---------------------------------------------------------------------------------------------
 def run_cli(*args):
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return subprocess.run([sys.executable, os.path.join(ROOT, "diagnostics.py"), *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "diagnostics.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 def test_cli_reports_steps_skips_corrupt_file_and_writes_csv(tmp_path):
     run = tmp_path / "Breakout-v5__dqn__1__1700000000"
     acts = fake_activations(seed=4)
     # a non-default tau: the command line uses the thresholds stored in the files
-    expected = {step: D.log_diagnostics(None, step, acts if step == 2000 else fake_activations(5),
-                                        "tanh", dormant_tau=0.9, save_dir=str(run / "activations"))
-                for step in (2000, 300)}
+    expected = {
+        step: D.log_diagnostics(
+            None,
+            step,
+            acts if step == 2000 else fake_activations(5),
+            "tanh",
+            dormant_tau=0.9,
+            save_dir=str(run / "activations"),
+        )
+        for step in (2000, 300)
+    }
     default_tau = D.compute_metrics(acts, D.layer_kinds(list(acts), "tanh"))
-    assert (default_tau["hadamard"]["dormant_fraction"]
-            != expected[2000]["hadamard"]["dormant_fraction"])
+    assert default_tau["hadamard"]["dormant_fraction"] != expected[2000]["hadamard"]["dormant_fraction"]
     (run / "activations" / "step_1000.npz").write_bytes(b"\x00" * 64)
     out_csv = tmp_path / "metrics.csv"
     result = run_cli(run, "--csv", out_csv)
@@ -465,8 +484,7 @@ def test_cli_reports_steps_skips_corrupt_file_and_writes_csv(tmp_path):
     with open(out_csv, newline="") as f:
         records = list(csv.DictReader(f))
     assert len(records) == 12
-    assert set(records[0]) == {"run", "step", "layer", "dead_fraction", "dormant_fraction",
-                               "srank", "effective_rank"}
+    assert set(records[0]) == {"run", "step", "layer", "dead_fraction", "dormant_fraction", "srank", "effective_rank"}
     for r in records:
         values = expected[int(r["step"])][r["layer"]]
         assert r["run"] == run.name
@@ -489,10 +507,8 @@ def test_cli_missing_and_empty_folders(tmp_path):
 def test_cli_runs_side_by_side_in_process(tmp_path, capsys):
     for name, steps in (("run_a", (10, 20)), ("run_b", (20,))):
         for step in steps:
-            D.log_diagnostics(None, step, fake_activations(step), "relu",
-                              save_dir=str(tmp_path / name / "activations"))
-    assert D.main([str(tmp_path / "run_a"), str(tmp_path / "run_b"),
-                   "--dormant-tau", "0.5"]) == 0
+            D.log_diagnostics(None, step, fake_activations(step), "relu", save_dir=str(tmp_path / name / "activations"))
+    assert D.main([str(tmp_path / "run_a"), str(tmp_path / "run_b"), "--dormant-tau", "0.5"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "run_a" in lines[0] and "run_b" in lines[0]
     assert lines[1].split() == ["step", "layer"] + ["dead", "dormant", "srank", "erank"] * 2

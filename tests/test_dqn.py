@@ -14,9 +14,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 torch.set_num_threads(1)
 
-import dqn_atari_hadamard as dqn  # noqa: E402
 import script_runs  # noqa: E402
 from script_runs import read_scalars  # noqa: E402
+
+import dqn_atari_hadamard as dqn  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "dqn_atari_hadamard.py")
 
@@ -223,8 +224,15 @@ def two_tiny_runs(tmp_path_factory):
 def test_tiny_run_logs_everything(two_tiny_runs):
     run_dir, result = two_tiny_runs[0]
     scalars, histograms = read_scalars(run_dir)
-    for tag in ("charts/episodic_return", "charts/episodic_length", "charts/SPS", "charts/epsilon",
-                "losses/td_loss", "losses/q_values", "eval/episodic_return"):
+    for tag in (
+        "charts/episodic_return",
+        "charts/episodic_length",
+        "charts/SPS",
+        "charts/epsilon",
+        "losses/td_loss",
+        "losses/q_values",
+        "eval/episodic_return",
+    ):
         assert scalars.get(tag), f"{tag} missing"
     assert [step for step, _ in scalars["losses/td_loss"]] == [200, 300, 400]  # training ran from step 101
     assert len(scalars["eval/episodic_return"]) == 1
@@ -251,8 +259,17 @@ def test_same_seed_gives_the_same_losses(two_tiny_runs):
 
 
 def test_pure_data_collection_says_so(tmp_path):
-    result = run_script(tmp_path, "--total-timesteps", "200", "--learning-starts", "200", "--buffer-size", "300",
-                        "--diagnostics-interval", "0")
+    result = run_script(
+        tmp_path,
+        "--total-timesteps",
+        "200",
+        "--learning-starts",
+        "200",
+        "--buffer-size",
+        "300",
+        "--diagnostics-interval",
+        "0",
+    )
     assert result.returncode == 0, result.stderr
     assert "only collects experience" in result.stdout
     (run_dir,) = glob.glob(str(tmp_path / "runs" / "*"))

@@ -20,13 +20,24 @@ SMALL = {
 @pytest.mark.parametrize("script", ["dqn", "ppo", "pqn"])
 def test_ctrl_c_keeps_what_was_logged(script, tmp_path):
     command = [
-        sys.executable, os.path.join(REPO_ROOT, f"{script}_atari_hadamard.py"), "--env-id", "Pong-v5",
-        "--total-timesteps", "100000000", "--hidden-dim", "32", "--diagnostics-interval", "0", "--save-model",
-        "--no-cuda", *SMALL[script],
+        sys.executable,
+        os.path.join(REPO_ROOT, f"{script}_atari_hadamard.py"),
+        "--env-id",
+        "Pong-v5",
+        "--total-timesteps",
+        "100000000",
+        "--hidden-dim",
+        "32",
+        "--diagnostics-interval",
+        "0",
+        "--save-model",
+        "--no-cuda",
+        *SMALL[script],
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT)
-    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     output = ""
     while " SPS " not in output:  # the first status line comes a few seconds into training
         line = process.stdout.readline()

@@ -17,13 +17,25 @@ sys.path.insert(0, REPO_ROOT)
 torch.set_num_threads(1)
 
 import script_runs  # noqa: E402
-from ppo_atari_hadamard import Agent, Args, check_args, compute_gae  # noqa: E402
 from script_runs import read_scalars  # noqa: E402
+
+from ppo_atari_hadamard import Agent, Args, check_args, compute_gae  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "ppo_atari_hadamard.py")
 TINY_ARGS = [
-    "--num-envs", "2", "--num-steps", "32", "--total-timesteps", "256", "--hidden-dim", "32",
-    "--diagnostics-samples", "64", "--diagnostics-interval", "64", "--no-cuda",
+    "--num-envs",
+    "2",
+    "--num-steps",
+    "32",
+    "--total-timesteps",
+    "256",
+    "--hidden-dim",
+    "32",
+    "--diagnostics-samples",
+    "64",
+    "--diagnostics-interval",
+    "64",
+    "--no-cuda",
 ]
 SMOKE_ARGS = TINY_ARGS + ["--save-activations", "--save-model", "--eval-episodes", "1"]
 

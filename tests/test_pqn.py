@@ -13,8 +13,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 torch.set_num_threads(1)
 
-import pqn_atari_hadamard as pqn  # noqa: E402
 import script_runs  # noqa: E402
+
+import pqn_atari_hadamard as pqn  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "pqn_atari_hadamard.py")
 
