@@ -3,9 +3,15 @@
 Measures how healthy a network's hidden layers are, from the layers' activations on a batch of
 probe states (n samples x d units; a conv layer has one unit per channel):
 
-- Gradient-dead fraction (Kooi et al. 2024, arXiv 2406.09079): a unit is dead when its local
-  gradient is below g on every sample. Local gradient from the post-activation a: tanh 1 - a^2,
-  sigmoid a(1 - a), ReLU 1 if a > 0 else 0. A Hadamard unit h = a * b: |b| act'(a) + |a| act'(b).
+- Dead fraction (Kooi et al. 2024, arXiv 2406.09079): a unit is dead when its output lies in its
+  activation's flat region on every sample, i.e. the local gradient of the activation, evaluated at
+  the output value a, is below g: tanh 1 - a^2, sigmoid a(1 - a), ReLU 1 if a > 0 else 0. With
+  g = 0.02 a tanh unit is dead when |a| > 0.99 everywhere: saturated, the paper's dead unit.
+  The same rule holds for a Hadamard unit h = a * b, with its branches' activation. For tanh,
+  |a * b| > 0.99 needs both branches saturated, the paper's argument for the product (p -> p^2);
+  for ReLU one silent branch is enough, the paper's negative result. A product whose branches both
+  sit near zero has a small gradient too (a saddle of a * b), but it is not saturated and leaves the
+  saddle as soon as either branch moves: not dead.
 - tau-dormant fraction (Sokar et al. 2023, ReDo):
   s_i = mean_x |a_i(x)| / (mean_k mean_x |a_k(x)| + 1e-9), dormant when s_i <= tau.
 - srank_delta (Kumar et al. 2021): singular values s_1 >= ... >= s_d of the (not centred) n x d
@@ -17,14 +23,18 @@ The training scripts call `capture_activations` on a probe batch and pass the re
 `log_diagnostics`, which writes the metrics and histograms to TensorBoard and can save the
 activations (float16) to `activations/step_<step>.npz`. Every metric is computed on values rounded
 to float16, so the numbers logged during training and those recomputed from the files are the same.
+The final hidden layer is called `representation` in every variant (the product a * b, or the plain
+layer), so that a run and its baseline share one chart per metric.
 
 Command line, to compare saved runs side by side:
 
     python diagnostics.py runs/<run> [runs/<other> ...] [--csv FILE]
         [--dead-threshold G] [--dormant-tau T] [--srank-delta D]
 
-It prints one row per (step, layer) and one group of columns per run. A threshold not given on
-the command line is the one stored in each file, i.e. the one the run used while training.
+It prints one row per (step, layer) and one group of columns per run, labelled with the run's
+folder and its variant (from its args.json). A threshold not given on the command line is the one
+stored in each file, i.e. the one the run used while training. The exit status is 1 when any folder
+or file could not be read (everything readable is still printed), 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -38,7 +48,7 @@ import re
 import sys
 import zipfile
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -46,55 +56,48 @@ if TYPE_CHECKING:  # torch is imported where it is used, so the command line sta
     import torch
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
-
-# A product layer and its two branches; the product is present when all three names are.
-PRODUCTS: dict[str, tuple[str, str]] = {"hadamard": ("hadamard_a", "hadamard_b")}
-
 METRICS = ("dead_fraction", "dormant_fraction", "srank", "effective_rank")
 
 _METADATA_KEY = "__metadata__"  # the npz entry holding the JSON metadata (not a layer name)
-_FILE_FORMAT = 1
-_FLOAT16_MAX = float(np.finfo(np.float16).max)
 _THRESHOLDS = ("dead_threshold", "dormant_tau", "srank_delta")  # stored in each file
+_OLD_REPRESENTATION_NAME = "hadamard"  # the product layer's name in files written before it became "representation"
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 # ----------------------------------------------------------------------------------------------
-# Input checks
+# Input checks: done once, where input enters a public function
 # ----------------------------------------------------------------------------------------------
-def _as_array(x: Any, name: str = "activations", keep_float32: bool = False) -> np.ndarray:
-    """Returns x as a finite, non-empty float64 array, or raises ValueError saying what is wrong.
-
-    With keep_float32, float16 and float32 input become float32 (exactly) instead, which is
-    faster for element-wise work that needs no sums.
-    """
+def _real_array(x: Any, name: str) -> np.ndarray:
+    """x as a finite, non-empty float array (float16/32/64 kept as they are), or ValueError saying what is wrong."""
     arr = np.asarray(x)
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+    if arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer):
+        arr = arr.astype(np.float64)
+    elif not np.issubdtype(arr.dtype, np.floating):
         raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
     if arr.size == 0:
         raise ValueError(f"{name} is empty (shape {arr.shape})")
-    small = keep_float32 and arr.dtype in (np.float16, np.float32)
-    arr = arr.astype(np.float32 if small else np.float64, copy=False)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or inf")
     return arr
 
 
-def _check_units(arr: np.ndarray, name: str) -> None:
-    """Dense (n, d) or conv (n, c, h, w) activations."""
-    if arr.ndim not in (2, 4):
-        raise ValueError(f"{name} must be 2-D (n, d) or 4-D (n, c, h, w), got shape {arr.shape}")
+def _samples_by_units(arr: np.ndarray, name: str) -> np.ndarray:
+    """Dense (n, d) as it is; conv (n, c, h, w) as (n * h * w, c): every position of every sample is a row."""
+    if arr.ndim == 2:
+        return arr
+    if arr.ndim == 4:
+        return arr.transpose(0, 2, 3, 1).reshape(-1, arr.shape[1])
+    raise ValueError(f"{name} must be 2-D (n, d) or 4-D (n, c, h, w), got shape {arr.shape}")
 
 
-def _check_activation(activation: str) -> None:
+def _check_activation(activation: Any) -> None:
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
 
 
 def _check_threshold(value: float, name: str, allow_zero: bool) -> None:
-    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound} and finite, got {value}")
+    if not (math.isfinite(value) and (value >= 0 if allow_zero else value > 0)):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value}")
 
 
 def _check_delta(delta: float, name: str = "delta") -> None:
@@ -102,16 +105,26 @@ def _check_delta(delta: float, name: str = "delta") -> None:
         raise ValueError(f"{name} must lie in (0, 1), got {delta}")
 
 
-def _unit_axes(arr: np.ndarray) -> tuple[int, ...]:
-    """Axes to reduce over to get one value per unit: samples, and positions for conv layers."""
-    return (0,) if arr.ndim == 2 else (0, 2, 3)
+def _check_thresholds(dead_threshold: float, dormant_tau: float, srank_delta: float) -> None:
+    _check_threshold(dead_threshold, "dead_threshold", allow_zero=False)
+    _check_threshold(dormant_tau, "dormant_tau", allow_zero=True)
+    _check_delta(srank_delta, "srank_delta")
+
+
+def _check_rank_shape(x: np.ndarray, name: str) -> None:
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n samples, d units), got shape {x.shape}")
+    if x.shape[0] < x.shape[1]:
+        raise ValueError(
+            f"{name}: need at least as many samples as units for the rank, got n={x.shape[0]} < d={x.shape[1]}"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
-# Dead and dormant units
+# The metrics, on checked (samples, units) arrays
 # ----------------------------------------------------------------------------------------------
 def _local_gradient(a: np.ndarray, activation: str) -> np.ndarray:
-    """act'(pre-activation), written in terms of the post-activation value a."""
+    """The activation's derivative, written in terms of its output value a."""
     if activation == "tanh":
         return 1.0 - a * a
     if activation == "sigmoid":
@@ -119,37 +132,64 @@ def _local_gradient(a: np.ndarray, activation: str) -> np.ndarray:
     return (a > 0).astype(a.dtype)  # relu
 
 
-def dead_fraction(acts: Any, activation: str, threshold: float = 0.02) -> float:
-    """Fraction of units whose local gradient is below `threshold` on every sample and position."""
-    _check_activation(activation)
-    _check_threshold(threshold, "threshold", allow_zero=False)
-    a = _as_array(acts, keep_float32=True)
-    _check_units(a, "activations")
+def _dead_fraction(a: np.ndarray, activation: str, threshold: float) -> float:
+    if a.dtype == np.float16:
+        a = a.astype(np.float32)  # 1 - a^2 in float16 would round away the margin to the threshold
     # np.float64: compare against the threshold exactly, also for float32 arrays
-    dead = np.all(_local_gradient(a, activation) < np.float64(threshold), axis=_unit_axes(a))
-    return float(dead.mean())
+    return float(np.all(_local_gradient(a, activation) < np.float64(threshold), axis=0).mean())
 
 
-def hadamard_dead_fraction(a: Any, b: Any, activation: str, threshold: float = 0.02) -> float:
-    """Dead fraction of product units h = a * b, from the two branches' post-activations a and b."""
+def _dormant_scores(a: np.ndarray) -> np.ndarray:
+    per_unit = np.abs(a).mean(axis=0, dtype=np.float64)
+    return per_unit / (per_unit.mean() + 1e-9)
+
+
+def _singular_values(x: np.ndarray) -> np.ndarray:
+    """Square roots of the eigenvalues of the Gram matrix in float64, several times faster than an SVD here.
+
+    Eigenvalues below the Gram matrix's rounding noise (d * eps * largest) become zero, so an exactly
+    low-rank matrix gets exact zeros.
+    """
+    x = x.astype(np.float64)
+    eig = np.linalg.eigvalsh(x.T @ x)[::-1]  # ascending -> descending
+    eig = np.where(eig > x.shape[1] * np.finfo(np.float64).eps * max(eig[0], 0.0), eig, 0.0)
+    return np.sqrt(eig)
+
+
+def _srank(s: np.ndarray, delta: float) -> int:
+    """From descending singular values; 0 when every one is 0."""
+    cumulative = np.cumsum(s)
+    total = cumulative[-1]  # the same sum as the last partial sum, so the last ratio is exactly 1
+    if total == 0:
+        return 0
+    return int(np.argmax(cumulative / total >= 1.0 - delta)) + 1
+
+
+def _effective_rank(s: np.ndarray) -> float:
+    """From singular values, zeros skipped; 0 when every one is 0."""
+    total = s.sum()
+    if total == 0:
+        return 0.0
+    p = s[s > 0] / total
+    return float(np.exp(-np.sum(p * np.log(p))))
+
+
+# ----------------------------------------------------------------------------------------------
+# Public metric functions (numpy in, number out; a conv layer's unit is a channel)
+# ----------------------------------------------------------------------------------------------
+def dead_fraction(acts: Any, activation: str, threshold: float = 0.02) -> float:
+    """Fraction of units whose output sits where the activation's gradient is below `threshold`, on every sample.
+
+    For a Hadamard layer pass the product a * b with the branches' activation.
+    """
     _check_activation(activation)
     _check_threshold(threshold, "threshold", allow_zero=False)
-    a = _as_array(a, "branch a", keep_float32=True)
-    b = _as_array(b, "branch b", keep_float32=True)
-    _check_units(a, "branch a")
-    if a.shape != b.shape:
-        raise ValueError(f"branch shapes differ: a {a.shape} vs b {b.shape}")
-    grad = np.abs(b) * _local_gradient(a, activation) + np.abs(a) * _local_gradient(b, activation)
-    dead = np.all(grad < np.float64(threshold), axis=_unit_axes(a))
-    return float(dead.mean())
+    return _dead_fraction(_samples_by_units(_real_array(acts, "activations"), "activations"), activation, threshold)
 
 
 def dormant_scores(acts: Any) -> np.ndarray:
     """ReDo scores s_i = mean_x |a_i(x)| / (mean_k mean_x |a_k(x)| + 1e-9), one per unit."""
-    a = _as_array(acts)
-    _check_units(a, "activations")
-    per_unit = np.abs(a).mean(axis=_unit_axes(a))
-    return per_unit / (per_unit.mean() + 1e-9)
+    return _dormant_scores(_samples_by_units(_real_array(acts, "activations"), "activations"))
 
 
 def dormant_fraction(acts: Any, tau: float = 0.025) -> float:
@@ -158,82 +198,37 @@ def dormant_fraction(acts: Any, tau: float = 0.025) -> float:
     return float((dormant_scores(acts) <= tau).mean())
 
 
-# ----------------------------------------------------------------------------------------------
-# Rank
-# ----------------------------------------------------------------------------------------------
 def singular_values(features: Any) -> np.ndarray:
-    """Singular values of the n x d feature matrix (n >= d), in descending order.
-
-    Computed as the square roots of the eigenvalues of the d x d Gram matrix in float64, which is
-    several times faster than an SVD here. Eigenvalues below the Gram matrix's rounding noise
-    (d * eps * largest) are set to zero, so an exactly low-rank matrix gets exact zeros.
-    """
-    x = _as_array(features, "features")
-    if x.ndim != 2:
-        raise ValueError(f"features must be 2-D (n samples, d units), got shape {x.shape}")
-    n, d = x.shape
-    if n < d:
-        raise ValueError(f"need at least as many samples as units for the rank, got n={n} < d={d}")
-    eig = np.linalg.eigvalsh(x.T @ x)[::-1]  # ascending -> descending
-    eig = np.where(eig > d * np.finfo(np.float64).eps * max(eig[0], 0.0), eig, 0.0)
-    return np.sqrt(eig)
+    """Singular values of the n x d feature matrix (n >= d), in descending order."""
+    x = _real_array(features, "features")
+    _check_rank_shape(x, "features")
+    return _singular_values(x)
 
 
-def _check_singular_values(sv: Any) -> np.ndarray:
-    s = np.asarray(sv, dtype=np.float64)
-    if s.ndim != 1 or s.size == 0:
-        raise ValueError(f"singular values must be a non-empty 1-D array, got shape {s.shape}")
-    if not np.isfinite(s).all() or (s < 0).any():
-        raise ValueError("singular values must be finite and >= 0")
-    return np.sort(s)[::-1]
-
-
-def srank_from_singular_values(sv: Any, delta: float = 0.01) -> int:
-    """min{k : sum_{i<=k} s_i / sum s >= 1 - delta}; 0 when every singular value is 0."""
+def rank_metrics(features: Any, delta: float = 0.01) -> tuple[int, float]:
+    """(srank_delta, effective rank) of an n x d feature matrix (n >= d), from one decomposition."""
     _check_delta(delta)
-    s = _check_singular_values(sv)
-    cumulative = np.cumsum(s)
-    total = cumulative[-1]  # the same sum as the last partial sum, so the last ratio is exactly 1
-    if total == 0:
-        return 0
-    return int(np.argmax(cumulative / total >= 1.0 - delta)) + 1
-
-
-def effective_rank_from_singular_values(sv: Any) -> float:
-    """exp(entropy of s / sum s), zeros skipped; 0 when every singular value is 0."""
-    s = _check_singular_values(sv)
-    total = s.sum()
-    if total == 0:
-        return 0.0
-    p = s[s > 0] / total
-    return float(np.exp(-np.sum(p * np.log(p))))
+    s = singular_values(features)
+    return _srank(s, delta), _effective_rank(s)
 
 
 def srank(features: Any, delta: float = 0.01) -> int:
     """srank_delta of an n x d feature matrix (n >= d)."""
-    _check_delta(delta)
-    return srank_from_singular_values(singular_values(features), delta)
+    return rank_metrics(features, delta)[0]
 
 
 def effective_rank(features: Any) -> float:
     """Effective rank of an n x d feature matrix (n >= d)."""
-    return effective_rank_from_singular_values(singular_values(features))
-
-
-def rank_metrics(features: Any, delta: float = 0.01) -> tuple[int, float]:
-    """(srank, effective rank) from a single decomposition."""
-    _check_delta(delta)
-    s = singular_values(features)
-    return srank_from_singular_values(s, delta), effective_rank_from_singular_values(s)
+    return rank_metrics(features)[1]
 
 
 # ----------------------------------------------------------------------------------------------
 # Whole networks: capture, metrics, logging, files
 # ----------------------------------------------------------------------------------------------
-def layer_kinds(names: Sequence[str], activation: str) -> dict[str, str]:
-    """Each layer's activation: conv layers are always ReLU, the others use `activation`."""
-    _check_activation(activation)
-    return {name: ("relu" if name.startswith("conv") else activation) for name in names}
+def layer_kinds(names: Sequence[str], hidden_activation: str) -> dict[str, str]:
+    """Each layer's activation: conv layers are always ReLU, the others (branches and representation) the given one."""
+    _check_activation(hidden_activation)
+    return {name: ("relu" if name.startswith("conv") else hidden_activation) for name in names}
 
 
 def capture_activations(
@@ -263,63 +258,60 @@ def capture_activations(
 
 
 def to_file_precision(x: Any, name: str = "activations") -> np.ndarray:
-    """The one place where activations are rounded to float16, the precision of the saved files.
+    """Activations rounded to float16, the precision of the saved files, after checking them.
 
     Finite values beyond float16's range (+-65504) are clipped to it instead of becoming inf.
     """
-    arr = _as_array(x, name)  # rejects NaN/inf before clipping could hide an inf
+    arr = _real_array(x, name)  # rejects NaN/inf before clipping could hide an inf
+    if arr.dtype == np.float16:
+        return arr
     return np.clip(arr, -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)
 
 
-def _present_products(names: Sequence[str], products: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, str]]:
-    return {p: (a, b) for p, (a, b) in products.items() if p in names and a in names and b in names}
-
-
-def compute_metrics(
-    activations: Mapping[str, Any],
-    kinds: Mapping[str, str],
-    products: Mapping[str, Sequence[str]] = PRODUCTS,
-    dead_threshold: float = 0.02,
-    dormant_tau: float = 0.025,
-    srank_delta: float = 0.01,
-) -> dict[str, dict[str, float]]:
-    """Every metric of every layer, computed on float16-rounded activations.
-
-    Returns {layer: {"dead_fraction", "dormant_fraction", "srank", "effective_rank"}}. A product
-    layer's dead fraction uses its branches (`hadamard_dead_fraction`); its other metrics use the
-    product's own values. Conv layers may be given as (n, c, h, w) or reduced to (n, c).
-    """
+def _checked_capture(activations: Mapping[str, Any], kinds: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Every layer checked and rounded to file precision, once: the input the metrics are computed on."""
     rounded = {}
     for name, x in activations.items():
         if name not in kinds:
             raise ValueError(f"no activation kind given for layer {name!r}")
         _check_activation(kinds[name])
-        arr = to_file_precision(x, f"layer {name!r}")
-        _check_units(arr, f"layer {name!r}")
-        rounded[name] = arr
-    present = _present_products(list(rounded), products)
-    metrics: dict[str, dict[str, float]] = {}
+        rounded[name] = to_file_precision(x, f"layer {name!r}")
+        _check_rank_shape(rounded[name], f"layer {name!r}")  # conv layers as capture_activations gives them: (n, c)
+    return rounded
+
+
+def _metrics(
+    rounded: Mapping[str, np.ndarray],
+    kinds: Mapping[str, str],
+    dead_threshold: float,
+    dormant_tau: float,
+    srank_delta: float,
+) -> dict[str, dict[str, float]]:
+    metrics = {}
     for name, x in rounded.items():
-        if name in present:
-            a_name, b_name = present[name]
-            if kinds[a_name] != kinds[b_name]:
-                raise ValueError(f"branches {a_name!r} and {b_name!r} use different activations")
-            dead = hadamard_dead_fraction(rounded[a_name], rounded[b_name], kinds[a_name], dead_threshold)
-        else:
-            dead = dead_fraction(x, kinds[name], dead_threshold)
-        # the rank of a conv layer is over channels: their spatial means
-        features = x if x.ndim == 2 else x.astype(np.float64).mean(axis=(2, 3))
-        try:
-            s_rank, e_rank = rank_metrics(features, srank_delta)
-        except ValueError as err:
-            raise ValueError(f"layer {name!r}: {err}") from None
+        s = _singular_values(x)
         metrics[name] = {
-            "dead_fraction": dead,
-            "dormant_fraction": dormant_fraction(x, dormant_tau),
-            "srank": s_rank,
-            "effective_rank": e_rank,
+            "dead_fraction": _dead_fraction(x, kinds[name], dead_threshold),
+            "dormant_fraction": float((_dormant_scores(x) <= dormant_tau).mean()),
+            "srank": _srank(s, srank_delta),
+            "effective_rank": _effective_rank(s),
         }
     return metrics
+
+
+def compute_metrics(
+    activations: Mapping[str, Any],
+    kinds: Mapping[str, str],
+    dead_threshold: float = 0.02,
+    dormant_tau: float = 0.025,
+    srank_delta: float = 0.01,
+) -> dict[str, dict[str, float]]:
+    """{layer: {"dead_fraction", "dormant_fraction", "srank", "effective_rank"}} of (n, d) layers, rounded to float16.
+
+    One rule for every layer: a Hadamard product's dead fraction is that of its own output values.
+    """
+    _check_thresholds(dead_threshold, dormant_tau, srank_delta)
+    return _metrics(_checked_capture(activations, kinds), kinds, dead_threshold, dormant_tau, srank_delta)
 
 
 def _save_npz(path: str, arrays: Mapping[str, np.ndarray], metadata: dict) -> None:
@@ -343,21 +335,23 @@ def log_diagnostics(
     writer: Any,
     step: int,
     activations: Mapping[str, Any],
-    activation: str,
     *,
+    hidden_activation: str,
     dead_threshold: float = 0.02,
     dormant_tau: float = 0.025,
     srank_delta: float = 0.01,
     save_dir: str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Computes every metric, logs scalars and histograms at `step`, optionally saves the file.
+    """Computes every metric of one capture, logs scalars and histograms at `step`, optionally saves the file.
 
-    Scalars: diagnostics/<metric>/<layer>; histograms: activations/<layer>. With `save_dir`, the
-    float16 activations go to save_dir/step_<step>.npz. `writer` may be None to skip TensorBoard.
+    `hidden_activation` is the activation of the layers after the (ReLU) convolutions. Scalars:
+    diagnostics/<metric>/<layer>; histograms: activations/<layer>. With `save_dir`, the float16
+    activations go to save_dir/step_<step>.npz. `writer` may be None to skip TensorBoard.
     """
-    kinds = layer_kinds(list(activations), activation)
-    rounded = {name: to_file_precision(x, f"layer {name!r}") for name, x in activations.items()}
-    metrics = compute_metrics(rounded, kinds, PRODUCTS, dead_threshold, dormant_tau, srank_delta)
+    _check_thresholds(dead_threshold, dormant_tau, srank_delta)
+    kinds = layer_kinds(list(activations), hidden_activation)
+    rounded = _checked_capture(activations, kinds)
+    metrics = _metrics(rounded, kinds, dead_threshold, dormant_tau, srank_delta)
     if writer is not None:
         for name, values in metrics.items():
             for metric, value in values.items():
@@ -365,52 +359,58 @@ def log_diagnostics(
         for name, x in rounded.items():
             writer.add_histogram(f"activations/{name}", x.astype(np.float32), global_step=step)
     if save_dir is not None:
-        metadata = {
-            "format": _FILE_FORMAT,
-            "step": int(step),
-            "layers": list(rounded),
-            "kinds": kinds,
-            "products": _present_products(list(rounded), PRODUCTS),
-            "dead_threshold": dead_threshold,
-            "dormant_tau": dormant_tau,
-            "srank_delta": srank_delta,
-        }
+        thresholds = dict(zip(_THRESHOLDS, (dead_threshold, dormant_tau, srank_delta)))
+        metadata = {"step": int(step), "kinds": kinds, **thresholds}
         _save_npz(os.path.join(save_dir, f"step_{int(step)}.npz"), rounded, metadata)
     return metrics
 
 
-def _read_activation_file(path: str) -> tuple[dict, dict[str, np.ndarray]]:
-    """(metadata, activations) of one saved file; ValueError naming the file if it is unusable."""
+def _unreadable(path: str, reason: str) -> ValueError:
+    return ValueError(f"cannot read activation file {path} ({reason})")
+
+
+def load_activations(path: str) -> tuple[int, dict[str, np.ndarray], dict[str, str], dict[str, float]]:
+    """(step, activations, kinds, thresholds) of a file written by `log_diagnostics`.
+
+    Files written when the product layer was called "hadamard" come back with it as "representation".
+    Any problem is a ValueError naming the file and the reason.
+    """
     try:
-        if not zipfile.is_zipfile(path):  # np.load would otherwise guess at other formats
-            raise ValueError("not an .npz file")
-        with np.load(path, allow_pickle=False) as data:
-            contents = {key: data[key] for key in data.files}
+        with open(path, "rb") as f:
+            is_zip = f.read(4) == b"PK\x03\x04"  # np.load would otherwise guess at other formats
+            if is_zip:
+                f.seek(0)
+                with np.load(f, allow_pickle=False) as data:
+                    contents = {key: data[key] for key in data.files}
+    except PermissionError:
+        raise _unreadable(path, "permission denied") from None
+    except IsADirectoryError:
+        raise _unreadable(path, "a folder, not a file") from None
+    except OSError as err:
+        raise _unreadable(path, err.strerror or str(err)) from None
+    except (zipfile.BadZipFile, ValueError, EOFError) as err:
+        raise _unreadable(path, f"a damaged .npz file: {err}") from None
+    if not is_zip:
+        raise _unreadable(path, "not an .npz file")
+    try:
         metadata = json.loads(str(contents.pop(_METADATA_KEY)))
-        layers = metadata["layers"]
-        activations = {name: contents[name] for name in layers}
         step = metadata["step"]
-        kinds = metadata["kinds"]
-        products = metadata["products"]
-        thresholds = [metadata[key] for key in _THRESHOLDS]
-        if not isinstance(step, int) or set(kinds) != set(layers):
-            raise ValueError("inconsistent metadata")
-        if not all(isinstance(t, (int, float)) for t in thresholds):
-            raise ValueError("thresholds are not numbers")
-        for name, (a, b) in products.items():
-            if not {name, a, b} <= set(layers):
-                raise ValueError(f"product {name!r} refers to missing layers")
-    except Exception as err:  # a truncated zip, bad JSON, a missing key... all mean "unreadable"
-        reason = f"missing entry {err}" if isinstance(err, KeyError) else str(err) or repr(err)
-        raise ValueError(f"cannot read activation file {path} ({reason})") from None
-    return metadata, activations
-
-
-def load_activations(path: str) -> tuple[int, dict[str, np.ndarray], dict[str, str], dict[str, tuple[str, str]]]:
-    """(step, activations, kinds, products) of a file written by `log_diagnostics`."""
-    metadata, activations = _read_activation_file(path)
-    products = {p: (a, b) for p, (a, b) in metadata["products"].items()}
-    return metadata["step"], activations, dict(metadata["kinds"]), products
+        kinds = dict(metadata["kinds"])
+        thresholds = {key: metadata[key] for key in _THRESHOLDS}
+        activations = {name: contents[name] for name in kinds}
+    except KeyError as err:
+        raise _unreadable(path, f"missing entry {err}") from None
+    except (ValueError, TypeError, AttributeError) as err:
+        raise _unreadable(path, f"damaged metadata: {err}") from None
+    if type(step) is not int or not all(type(t) in (int, float) for t in thresholds.values()):
+        raise _unreadable(path, "damaged metadata: step or thresholds are not numbers")
+    if _OLD_REPRESENTATION_NAME in kinds:
+        if "representation" in kinds:
+            raise _unreadable(path, "both a 'hadamard' and a 'representation' layer")
+        new = {_OLD_REPRESENTATION_NAME: "representation"}
+        kinds = {new.get(name, name): kind for name, kind in kinds.items()}
+        activations = {new.get(name, name): x for name, x in activations.items()}
+    return step, activations, kinds, thresholds
 
 
 # ----------------------------------------------------------------------------------------------
@@ -425,72 +425,101 @@ _COLUMNS = (
 )
 
 
+class Run(NamedTuple):
+    name: str  # the folder's name
+    variant: str  # e.g. "tanh+hadamard 512 seed 1", from the run's args.json
+    results: dict[int, dict[str, dict[str, float]]]  # {step: {layer: metrics}}
+
+
+def _variant(run_dir: str) -> str | None:
+    """'tanh+hadamard 512 seed 1' (activation, product or not, width, seed) from the run's args.json, if readable."""
+    folder = os.path.abspath(run_dir)
+    if os.path.basename(folder) == "activations" and not os.path.exists(os.path.join(folder, "args.json")):
+        folder = os.path.dirname(folder)  # given the activations folder itself
+    try:
+        with open(os.path.join(folder, "args.json")) as f:
+            args = json.load(f)
+        product = "+hadamard" if args["hadamard"] is True else ""
+        return f"{args['activation']}{product} {args['hidden_dim']} seed {args['seed']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _step_files(run_dir: str) -> list[str]:
-    """step_*.npz files of a run, sorted by step: in RUN_DIR/activations, or in RUN_DIR itself."""
+    """step_*.npz files of a run, sorted by step: in RUN_DIR/activations, or in RUN_DIR itself; OSError if unlistable."""
     folder = os.path.join(run_dir, "activations")
     if not os.path.isdir(folder):
         folder = run_dir
-    numbered = []
-    for name in os.listdir(folder):
-        match = _STEP_FILE.match(name)
-        if match:
-            numbered.append((int(match.group(1)), os.path.join(folder, name)))
+    try:
+        names = os.listdir(folder)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, folder) from None
+    numbered = [(int(m.group(1)), os.path.join(folder, name)) for name in names if (m := _STEP_FILE.match(name))]
     return [path for _, path in sorted(numbered)]
 
 
-def _run_metrics(run_dir: str, args: argparse.Namespace) -> dict[int, dict[str, dict]] | None:
-    """{step: {layer: metrics}} of one run, printing one line on stderr for each problem."""
+def _folder_problem(run_dir: str) -> str | None:
+    if not os.path.exists(run_dir):
+        return "no such folder"
     if not os.path.isdir(run_dir):
-        print(f"error: {run_dir}: no such folder", file=sys.stderr)
-        return None
+        return "not a folder"
+    return None
+
+
+def _read_run(run_dir: str, overrides: Mapping[str, float | None]) -> tuple[dict[int, dict[str, dict]], bool]:
+    """({step: {layer: metrics}}, whether everything was read) of one run; one stderr line per problem."""
+    problem = _folder_problem(run_dir)
+    if problem:
+        print(f"error: {run_dir}: {problem}", file=sys.stderr)
+        return {}, False
     try:
         files = _step_files(run_dir)
     except OSError as err:
-        print(f"error: {run_dir}: {err.strerror}", file=sys.stderr)
-        return None
+        print(f"error: {err.filename}: {(err.strerror or str(err)).lower()}", file=sys.stderr)
+        return {}, False
     if not files:
         print(f"error: {run_dir}: no activation files (activations/step_*.npz)", file=sys.stderr)
-        return None
-    results: dict[int, dict[str, dict]] = {}
+        return {}, False
+    results, complete = {}, True
     for path in files:
         try:
-            metadata, activations = _read_activation_file(path)
+            step, activations, kinds, thresholds = load_activations(path)
         except ValueError as err:  # the message names the file
-            print(f"warning: skipped: {err}", file=sys.stderr)
+            print(f"error: {err}", file=sys.stderr)
+            complete = False
             continue
-        # Thresholds not given on the command line: those the run used when it saved the file.
-        thresholds = {key: metadata[key] if getattr(args, key) is None else getattr(args, key) for key in _THRESHOLDS}
+        # thresholds not given on the command line: those the run used when it saved the file
+        thresholds |= {key: value for key, value in overrides.items() if value is not None}
         try:
-            results[metadata["step"]] = compute_metrics(
-                activations, metadata["kinds"], metadata["products"], **thresholds
-            )
-        except (ValueError, TypeError) as err:
-            print(f"warning: skipped {path}: {err}", file=sys.stderr)
-    return results
+            results[step] = compute_metrics(activations, kinds, **thresholds)
+        except ValueError as err:
+            print(f"error: {path}: {err}", file=sys.stderr)
+            complete = False
+    return results, complete
 
 
-def _table(runs: dict[str, dict[int, dict[str, dict]]]) -> str:
+def _table(runs: Sequence[Run]) -> str:
     """Rows (step, layer), one group of metric columns per run; empty where a run has no value."""
     n = len(_COLUMNS)
-    steps = sorted({step for results in runs.values() for step in results})
+    steps = sorted({step for run in runs for step in run.results})
     layers: list[str] = []  # in the order the files list them
-    for results in runs.values():
-        for per_layer in results.values():
+    for run in runs:
+        for per_layer in run.results.values():
             layers += [name for name in per_layer if name not in layers]
     header = ["step", "layer"] + [label for _ in runs for _, label, _ in _COLUMNS]
     rows = []
     for step in steps:
         for layer in layers:
             cells = [str(step), layer]
-            for results in runs.values():
-                values = results.get(step, {}).get(layer)
+            for run in runs:
+                values = run.results.get(step, {}).get(layer)
                 cells += [fmt.format(values[key]) if values else "" for key, _, fmt in _COLUMNS]
             if any(cells[2:]):
                 rows.append(cells)
     widths = [max(len(row[i]) for row in [header] + rows) for i in range(len(header))]
-    for g, run in enumerate(runs):  # widen a group's first column if the run's name is wider
+    for g, run in enumerate(runs):  # widen a group's first column if the run's labels are wider
         first = 2 + g * n
-        widths[first] += max(0, len(run) - _span(widths, first))
+        widths[first] += max(0, len(run.name) - _span(widths, first), len(run.variant) - _span(widths, first))
 
     def line(cells: list[str]) -> str:
         text = cells[0].ljust(widths[0]) + "  " + cells[1].ljust(widths[1])
@@ -498,10 +527,14 @@ def _table(runs: dict[str, dict[int, dict[str, dict]]]) -> str:
             text += ("    " if (i - 2) % n == 0 else "  ") + cells[i].rjust(widths[i])
         return text.rstrip()
 
-    names = " " * (widths[0] + 2 + widths[1])
-    for g, run in enumerate(runs):
-        names += "    " + run.rjust(_span(widths, 2 + g * n))
-    return "\n".join([names.rstrip(), line(header)] + [line(row) for row in rows])
+    def labels(texts: list[str]) -> str:
+        text = " " * (widths[0] + 2 + widths[1])
+        for g, label in enumerate(texts):
+            text += "    " + label.rjust(_span(widths, 2 + g * n))
+        return text.rstrip()
+
+    top = [labels([run.name for run in runs]), labels([run.variant for run in runs])]
+    return "\n".join(top + [line(header)] + [line(row) for row in rows])
 
 
 def _span(widths: list[int], first: int) -> int:
@@ -509,14 +542,14 @@ def _span(widths: list[int], first: int) -> int:
     return sum(widths[first : first + len(_COLUMNS)]) + 2 * (len(_COLUMNS) - 1)
 
 
-def _write_csv(path: str, runs: dict[str, dict[int, dict[str, dict]]]) -> None:
+def _write_csv(path: str, runs: Sequence[Run]) -> None:
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(["run", "step", "layer", *METRICS])
-        for run, results in runs.items():
-            for step in sorted(results):
-                for layer, values in results[step].items():
-                    out.writerow([run, step, layer, *(values[m] for m in METRICS)])
+        out.writerow(["run", "variant", "step", "layer", *METRICS])
+        for run in runs:
+            for step in sorted(run.results):
+                for layer, values in run.results[step].items():
+                    out.writerow([run.name, run.variant, step, layer, *(values[m] for m in METRICS)])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -531,6 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--srank-delta", type=float, metavar="D", help="srank delta (default: the value the run used)")
     args = parser.parse_args(argv)
+    overrides = {key: getattr(args, key) for key in _THRESHOLDS}
     try:  # check the thresholds once, up front, rather than once per file
         if args.dead_threshold is not None:
             _check_threshold(args.dead_threshold, "--dead-threshold", allow_zero=False)
@@ -542,22 +576,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    runs: dict[str, dict[int, dict[str, dict]]] = {}
+    runs: list[Run] = []
+    all_read = True
     for run_dir in args.run_dirs:
-        results = _run_metrics(run_dir, args)
-        if results:
-            name = os.path.basename(os.path.normpath(run_dir))
-            runs[run_dir if name in runs else name] = results
-    if not runs:
-        return 1
-    print(_table(runs))
-    if args.csv:
+        results, complete = _read_run(run_dir, overrides)
+        all_read &= complete
+        if not results:
+            continue
+        variant = _variant(run_dir)
+        if variant is None:
+            print(f"warning: {run_dir}: no readable args.json, variant unknown", file=sys.stderr)
+        name = os.path.basename(os.path.normpath(run_dir))
+        name = run_dir if any(run.name == name for run in runs) else name
+        runs.append(Run(name, variant or "variant unknown", results))
+    if runs:
+        print(_table(runs))
+    if runs and args.csv:
         try:
             _write_csv(args.csv, runs)
         except OSError as err:
             print(f"error: cannot write {args.csv}: {err.strerror}", file=sys.stderr)
             return 1
-    return 0
+    return 0 if all_read else 1
 
 
 if __name__ == "__main__":

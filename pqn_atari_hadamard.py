@@ -230,13 +230,13 @@ class QNetwork(nn.Module):
         if self.hadamard:
             outputs["hadamard_a"] = a = self.act(self.hadamard_a_norm(self.hadamard_a(z)))
             outputs["hadamard_b"] = b = self.act(self.hadamard_b_norm(self.hadamard_b(z)))
-            outputs["hadamard"] = a * b
+            outputs["representation"] = a * b
         else:
             outputs["representation"] = self.act(self.dense_norm(self.dense(z)))
         return outputs
 
     def representation(self, x: torch.Tensor) -> torch.Tensor:
-        return list(self.layer_outputs(x).values())[-1]
+        return self.layer_outputs(x)["representation"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Q-values (batch, num_actions) of uint8 observations (batch, 4, 84, 84)."""
@@ -489,7 +489,7 @@ if __name__ == "__main__":
                     writer,
                     global_step,
                     activations,
-                    args.activation,
+                    hidden_activation=args.activation,
                     dead_threshold=args.dead_threshold,
                     dormant_tau=args.dormant_tau,
                     save_dir=os.path.join(run_dir, "activations") if args.save_activations else None,

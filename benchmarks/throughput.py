@@ -216,7 +216,7 @@ def capture_seconds(script: str, args) -> float:
         for step in range(3):
             start = time.perf_counter()
             activations = diagnostics.capture_activations(network, probe)
-            diagnostics.log_diagnostics(writer, step, activations, defaults.activation)
+            diagnostics.log_diagnostics(writer, step, activations, hidden_activation=defaults.activation)
             times.append(time.perf_counter() - start)
         writer.close()
     return min(times)

@@ -1,6 +1,8 @@
 """Tests for diagnostics.py: every metric on inputs whose answer is known by construction."""
 
 import csv
+import importlib
+import json
 import math
 import os
 import subprocess
@@ -41,10 +43,9 @@ def test_srank_of_chosen_singular_values():
     assert D.srank(x, delta=0.05) == 4
     assert D.srank(x, delta=0.25) == 2
     assert D.srank(x, delta=0.5) == 1
-    assert D.srank_from_singular_values(s[::-1], 0.01) == 6  # order of the input does not matter
     # exactly at the boundary, sum_{i<=k} / sum == 1 - delta, k counts
-    assert D.srank_from_singular_values([1, 1, 1, 1], delta=0.25) == 3
-    assert D.srank_from_singular_values([1, 1, 1, 1], delta=0.5) == 2
+    assert D.srank(np.eye(4), delta=0.25) == 3
+    assert D.srank(np.eye(4), delta=0.5) == 2
 
 
 def test_rank_of_a_rank_deficient_matrix():
@@ -63,7 +64,7 @@ def test_effective_rank_of_identity_and_rank_one():
     rank_one = np.outer(rng.standard_normal(40), rng.standard_normal(8))
     assert D.effective_rank(rank_one) == pytest.approx(1.0, abs=1e-12)
     assert D.srank(rank_one) == 1
-    assert D.effective_rank_from_singular_values([1, 1, 0, 0]) == pytest.approx(2.0)
+    assert D.effective_rank(np.diag([1.0, 1.0, 0.0, 0.0])) == pytest.approx(2.0)
 
 
 def test_rank_metrics_agrees_with_separate_calls():
@@ -120,20 +121,21 @@ def test_sigmoid_dead_units():
     assert D.dead_fraction(acts, "sigmoid") == pytest.approx(0.5)
 
 
-def test_hadamard_tanh_dead_only_where_both_branches_are_saturated():
+def test_tanh_product_is_dead_only_when_both_branches_saturate():
+    # the same rule as for any tanh unit, applied to the product's output h = a * b
     n = 6
     a = np.full((n, 5), 0.999)
-    b = np.full((n, 5), -0.999)
-    b[:, 1] = 0.3  # a saturated, b not: alive
-    a[:, 2] = 0.3  # b saturated, a not: alive
-    b[3, 3] = 0.0  # both saturated except one sample of b: alive
-    a[:, 4] = 0.001  # both near zero: |b| a' + |a| b' = 0.002, no gradient either
+    b = np.full((n, 5), -0.999)  # unit 0: both saturated, |h| = 0.998: dead
+    b[:, 1] = 0.3  # unit 1: a saturated, b not: alive
+    a[:, 2] = 0.3  # unit 2: b saturated, a not: alive
+    b[3, 3] = 0.0  # unit 3: both saturated except one sample of b: alive
+    a[:, 4] = 0.001  # unit 4: both near zero, a saddle of a * b, not saturation: alive
     b[:, 4] = 0.001
-    assert D.hadamard_dead_fraction(a, b, "tanh") == pytest.approx(2 / 5)
+    assert D.dead_fraction(a * b, "tanh") == pytest.approx(1 / 5)
     assert D.dead_fraction(a, "tanh") == pytest.approx(3 / 5)  # a alone: units 0, 1, 3
 
 
-def test_hadamard_relu_dead_where_a_branch_is_zero_on_every_sample():
+def test_relu_product_dies_with_one_dead_branch():
     n = 6
     a = np.zeros((n, 4))
     b = np.zeros((n, 4))
@@ -144,17 +146,19 @@ def test_hadamard_relu_dead_where_a_branch_is_zero_on_every_sample():
     b[:, 2] = 2.0  # unit 2: a never fires: dead
     a[:, 3] = 1.0  # unit 3: both always fire: alive
     b[:, 3] = 1.0
-    assert D.hadamard_dead_fraction(a, b, "relu") == pytest.approx(0.5)
+    assert D.dead_fraction(a * b, "relu") == pytest.approx(0.5)
     # each branch alone looks healthier than the product (only a's unit 2 is dead)
     assert D.dead_fraction(a, "relu") == pytest.approx(0.25)
     assert D.dead_fraction(b, "relu") == pytest.approx(0.0)
 
 
-def test_hadamard_sigmoid():
-    a = np.full((4, 2), 0.999)
-    b = np.full((4, 2), 0.001)
-    b[:, 1] = 0.5  # a saturated, b not: gradient |a| b' = 0.25
-    assert D.hadamard_dead_fraction(a, b, "sigmoid") == pytest.approx(0.5)
+def test_sigmoid_product():
+    a = np.full((4, 3), 0.999)
+    b = np.full((4, 3), 0.999)  # unit 0: both saturated high, h(1 - h) = 0.002: dead
+    b[:, 1] = 0.5  # unit 1: h = 0.4995: alive
+    a[:, 2] = 0.001  # unit 2: a silent zeroes the product, as with ReLU: dead
+    b[:, 2] = 0.5
+    assert D.dead_fraction(a * b, "sigmoid") == pytest.approx(2 / 3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,11 +201,6 @@ def test_conv_channel_alive_at_one_position_of_one_sample():
     tanh[1, 0, 2, 2] = 0.0
     assert D.dead_fraction(tanh, "tanh") == pytest.approx(0.5)
 
-    a = np.ones((2, 2, 3, 3))
-    b = np.zeros((2, 2, 3, 3))
-    b[0, 1, 0, 0] = 1.0
-    assert D.hadamard_dead_fraction(a, b, "relu") == pytest.approx(0.5)
-
 
 def test_conv_dormant_is_per_channel_and_matches_spatial_means():
     rng = np.random.default_rng(4)
@@ -230,16 +229,16 @@ def test_conv_dormant_is_per_channel_and_matches_spatial_means():
         (lambda: D.dead_fraction(np.zeros((2, 3, 4)), "relu"), "2-D"),
         (lambda: D.dead_fraction(np.zeros((2, 3)), "gelu"), "unknown activation"),
         (lambda: D.dead_fraction(np.array([["a", "b"]]), "relu"), "real numbers"),
-        (lambda: D.hadamard_dead_fraction(np.zeros((2, 3)), np.zeros((2, 4)), "tanh"), "shapes differ"),
-        (lambda: D.hadamard_dead_fraction(np.zeros((2, 3)), np.zeros((2, 3)), "elu"), "unknown"),
         (lambda: D.srank(np.eye(3), delta=0.0), "delta"),
         (lambda: D.srank(np.eye(3), delta=1.0), "delta"),
         (lambda: D.rank_metrics(np.eye(3), delta=-0.1), "delta"),
-        (lambda: D.srank_from_singular_values([1.0, 0.5], delta=1.5), "delta"),
+        (lambda: D.srank(np.eye(3), delta=1.5), "delta"),
         (lambda: D.singular_values(np.zeros((3, 5))), "need at least as many samples as units"),
         (lambda: D.singular_values(np.zeros((3, 2, 2, 2))), "2-D"),
         (lambda: D.effective_rank(np.zeros((0, 0))), "empty"),
-        (lambda: D.effective_rank_from_singular_values([1.0, -1.0]), ">= 0"),
+        (lambda: D.compute_metrics({"conv1": np.zeros((4, 2, 3, 3))}, {"conv1": "relu"}), "2-D"),
+        (lambda: D.compute_metrics({"conv1": np.zeros((4, 2))}, {"conv1": "gelu"}), "unknown activation"),
+        (lambda: D.compute_metrics({"conv1": np.zeros((4, 2))}, {"conv1": "relu"}, dormant_tau=-1), "dormant_tau"),
         (lambda: D.dead_fraction(np.zeros((2, 3)), "relu", threshold=-1), "threshold"),
         (lambda: D.dormant_fraction(np.zeros((2, 3)), tau=float("nan")), "tau"),
         (lambda: D.layer_kinds(["conv1"], "swish"), "unknown activation"),
@@ -254,7 +253,7 @@ def test_bad_input_raises_value_error(call, message):
 # Whole networks
 # ---------------------------------------------------------------------------------------------
 def fake_activations(seed=0, n=64, d=16, saturated=3):
-    """Layers as a Hadamard network's capture returns them: conv (n, c) means, then the branches."""
+    """Layers as a Hadamard network's capture returns them: conv (n, c) means, the branches, the product."""
     rng = np.random.default_rng(seed)
     a = np.tanh(2 * rng.standard_normal((n, d))).astype(np.float32)
     b = np.tanh(2 * rng.standard_normal((n, d))).astype(np.float32)
@@ -268,7 +267,7 @@ def fake_activations(seed=0, n=64, d=16, saturated=3):
         "conv3": conv * 2,
         "hadamard_a": a,
         "hadamard_b": b,
-        "hadamard": a * b,
+        "representation": a * b,
     }
 
 
@@ -278,32 +277,35 @@ def test_layer_kinds():
     assert list(kinds) == ["conv1", "conv3", "hadamard_a", "representation"]
 
 
-def test_compute_metrics_uses_branches_for_the_product_layer():
+def test_compute_metrics_one_rule_for_every_layer():
     acts = fake_activations()
     metrics = D.compute_metrics(acts, D.layer_kinds(list(acts), "tanh"))
     assert list(metrics) == list(acts)
     for values in metrics.values():
-        assert set(values) == {"dead_fraction", "dormant_fraction", "srank", "effective_rank"}
+        assert set(values) == set(D.METRICS)
     assert metrics["hadamard_a"]["dead_fraction"] == pytest.approx(3 / 16)
     assert metrics["hadamard_b"]["dead_fraction"] == pytest.approx(1 / 16)
-    assert metrics["hadamard"]["dead_fraction"] == pytest.approx(1 / 16)  # only unit 0: both
+    assert metrics["representation"]["dead_fraction"] == pytest.approx(1 / 16)  # only unit 0: both saturated
     assert metrics["conv1"]["dead_fraction"] == pytest.approx(1 / 8)
     assert metrics["conv1"]["dormant_fraction"] == pytest.approx(1 / 8)
     assert metrics["conv1"]["srank"] <= 7  # the silent channel adds no direction
-    # without the branches, "hadamard" is an ordinary tanh layer
-    alone = {"hadamard": acts["hadamard"]}
-    plain = D.compute_metrics(alone, {"hadamard": "tanh"})
-    assert plain["hadamard"]["dead_fraction"] == D.dead_fraction(D.to_file_precision(acts["hadamard"]), "tanh")
+    # the product's metrics depend on its own values only, not on whether its branches are given
+    alone = D.compute_metrics({"representation": acts["representation"]}, {"representation": "tanh"})
+    assert alone["representation"] == metrics["representation"]
 
 
-def test_compute_metrics_product_differs_from_plain_formula():
-    # both branches near zero: the product has no gradient although tanh' of it is ~1
-    a = np.full((8, 4), 0.001, dtype=np.float32)
-    a[:, 1:] = np.random.default_rng(5).uniform(-0.5, 0.5, (8, 3))
-    acts = {"hadamard_a": a, "hadamard_b": a.copy(), "hadamard": a * a}
+def test_near_zero_product_at_initialisation_is_not_dead():
+    # small pre-activations, as PyTorch's default initialisation gives: both branches near zero
+    rng = np.random.default_rng(6)
+    a = np.tanh(0.05 * rng.standard_normal((64, 16))).astype(np.float32)
+    b = np.tanh(0.05 * rng.standard_normal((64, 16))).astype(np.float32)
+    acts = {"hadamard_a": a, "hadamard_b": b, "representation": a * b}
     metrics = D.compute_metrics(acts, D.layer_kinds(list(acts), "tanh"))
-    assert metrics["hadamard"]["dead_fraction"] == 0.25
-    assert D.dead_fraction(acts["hadamard"], "tanh") == 0.0
+    assert {name: m["dead_fraction"] for name, m in metrics.items()} == {
+        "hadamard_a": 0.0,
+        "hadamard_b": 0.0,
+        "representation": 0.0,
+    }
 
 
 def test_compute_metrics_rounds_to_float16_and_checks_layers():
@@ -317,6 +319,19 @@ def test_compute_metrics_rounds_to_float16_and_checks_layers():
         D.compute_metrics({"representation": np.zeros((4, 8))}, {"representation": "tanh"})
 
 
+def test_log_diagnostics_rounds_once_per_layer(monkeypatch):
+    rounded = []
+
+    def counting(x, name="activations"):
+        rounded.append(name)
+        return to_file_precision(x, name)
+
+    to_file_precision = D.to_file_precision
+    monkeypatch.setattr(D, "to_file_precision", counting)
+    D.log_diagnostics(None, 1, fake_activations(), hidden_activation="tanh")
+    assert len(rounded) == len(fake_activations())
+
+
 def test_to_file_precision_clips_instead_of_overflowing():
     x = D.to_file_precision(np.array([[1e6, -1e6, 0.1]], dtype=np.float32))
     assert x.dtype == np.float16 and np.isfinite(x).all()
@@ -328,22 +343,47 @@ def test_to_file_precision_clips_instead_of_overflowing():
 def test_save_load_round_trip_equals_live_metrics(tmp_path):
     acts = fake_activations(seed=2)
     save_dir = tmp_path / "run" / "activations"  # created on demand
-    live = D.log_diagnostics(
-        None, 1234, acts, "tanh", dead_threshold=0.03, dormant_tau=0.1, srank_delta=0.05, save_dir=str(save_dir)
-    )
+    thresholds = {"dead_threshold": 0.03, "dormant_tau": 0.1, "srank_delta": 0.05}
+    live = D.log_diagnostics(None, 1234, acts, hidden_activation="tanh", save_dir=str(save_dir), **thresholds)
     assert os.listdir(save_dir) == ["step_1234.npz"]  # no temporary file left behind
     with np.load(save_dir / "step_1234.npz", allow_pickle=False) as data:
         assert all(data[k].dtype == np.float16 for k in acts)
-    step, loaded, kinds, products = D.load_activations(str(save_dir / "step_1234.npz"))
+    step, loaded, kinds, stored = D.load_activations(str(save_dir / "step_1234.npz"))
     assert step == 1234
     assert list(loaded) == list(acts)
     assert kinds == D.layer_kinds(list(acts), "tanh")
-    assert products == {"hadamard": ("hadamard_a", "hadamard_b")}
+    assert stored == thresholds
     for name, x in acts.items():
         assert loaded[name].shape == x.shape
         np.testing.assert_array_equal(loaded[name], x.astype(np.float16))
-    offline = D.compute_metrics(loaded, kinds, products, dead_threshold=0.03, dormant_tau=0.1, srank_delta=0.05)
-    assert offline == live
+    assert D.compute_metrics(loaded, kinds, **stored) == live
+
+
+def write_old_file(path, acts, activation="tanh"):
+    """A file as saved before the product layer was called "representation": it was "hadamard" then."""
+    old = {("hadamard" if name == "representation" else name): x.astype(np.float16) for name, x in acts.items()}
+    metadata = {
+        "format": 1,
+        "step": int(path.stem.split("_")[1]),
+        "layers": list(old),
+        "kinds": D.layer_kinds(list(old), activation),
+        "products": {"hadamard": ["hadamard_a", "hadamard_b"]},
+        "dead_threshold": 0.02,
+        "dormant_tau": 0.025,
+        "srank_delta": 0.01,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **old, __metadata__=np.array(json.dumps(metadata)))
+
+
+def test_load_reads_files_written_under_the_old_name(tmp_path):
+    acts = fake_activations(seed=7)
+    write_old_file(tmp_path / "step_50.npz", acts)
+    step, loaded, kinds, _ = D.load_activations(str(tmp_path / "step_50.npz"))
+    assert step == 50
+    assert list(loaded) == list(acts) and list(kinds) == list(acts)
+    np.testing.assert_array_equal(loaded["representation"], acts["representation"].astype(np.float16))
+    assert D.compute_metrics(loaded, kinds) == D.compute_metrics(acts, D.layer_kinds(list(acts), "tanh"))
 
 
 def test_failed_save_leaves_no_file(tmp_path, monkeypatch):
@@ -353,30 +393,42 @@ def test_failed_save_leaves_no_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez", disk_full)
     with pytest.raises(OSError, match="no space"):
-        D.log_diagnostics(None, 7, fake_activations(), "tanh", save_dir=str(tmp_path))
+        D.log_diagnostics(None, 7, fake_activations(), hidden_activation="tanh", save_dir=str(tmp_path))
     assert os.listdir(tmp_path) == []
 
 
-def test_load_rejects_corrupt_files(tmp_path):
+def test_load_gives_the_reason_a_file_is_unreadable(tmp_path, monkeypatch):
     garbage = tmp_path / "step_1.npz"
     garbage.write_bytes(b"not a zip file at all")
-    with pytest.raises(ValueError, match="step_1.npz"):
+    with pytest.raises(ValueError, match=r"step_1.npz \(not an .npz file\)"):
         D.load_activations(str(garbage))
 
-    D.log_diagnostics(None, 2, fake_activations(), "relu", save_dir=str(tmp_path))
+    D.log_diagnostics(None, 2, fake_activations(), hidden_activation="relu", save_dir=str(tmp_path))
     whole = (tmp_path / "step_2.npz").read_bytes()
     truncated = tmp_path / "step_3.npz"
     truncated.write_bytes(whole[: len(whole) // 2])
-    with pytest.raises(ValueError, match="step_3.npz"):
+    with pytest.raises(ValueError, match=r"step_3.npz \(a damaged .npz file"):
         D.load_activations(str(truncated))
 
     no_metadata = tmp_path / "step_4.npz"
     np.savez(no_metadata, conv1=np.zeros((4, 2), np.float16))
-    with pytest.raises(ValueError, match="step_4.npz"):
+    with pytest.raises(ValueError, match=r"step_4.npz \(missing entry '__metadata__'\)"):
         D.load_activations(str(no_metadata))
 
-    with pytest.raises(ValueError, match="step_5.npz"):
+    with pytest.raises(ValueError, match=r"step_5.npz \(No such file"):
         D.load_activations(str(tmp_path / "step_5.npz"))
+
+    (tmp_path / "step_6.npz").mkdir()
+    with pytest.raises(ValueError, match=r"step_6.npz \(a folder, not a file\)"):
+        D.load_activations(str(tmp_path / "step_6.npz"))
+
+    # the test may run as root, which chmod cannot lock out: the refusal is simulated
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(D, "open", refuse, raising=False)
+    with pytest.raises(ValueError, match=r"step_2.npz \(permission denied\)"):
+        D.load_activations(str(tmp_path / "step_2.npz"))
 
 
 class TinyNet(torch.nn.Module):
@@ -395,7 +447,7 @@ class TinyNet(torch.nn.Module):
         c = torch.relu(self.conv(x))
         z = c.flatten(1)
         a, b = torch.tanh(self.fc_a(z)), torch.tanh(self.fc_b(z))
-        return {"conv1": c, "hadamard_a": a, "hadamard_b": b, "hadamard": a * b}
+        return {"conv1": c, "hadamard_a": a, "hadamard_b": b, "representation": a * b}
 
 
 def test_capture_activations_chunks_and_reduces_conv():
@@ -403,14 +455,14 @@ def test_capture_activations_chunks_and_reduces_conv():
     obs = torch.randn(7, 1, 6, 6, generator=torch.Generator().manual_seed(1))
     captured = D.capture_activations(net, obs, chunk_size=3)
     assert net.grad_enabled == [False, False, False]  # three chunks, all without autograd
-    assert list(captured) == ["conv1", "hadamard_a", "hadamard_b", "hadamard"]
+    assert list(captured) == ["conv1", "hadamard_a", "hadamard_b", "representation"]
     assert all(isinstance(v, np.ndarray) and v.dtype == np.float32 for v in captured.values())
     assert captured["conv1"].shape == (7, 3)
-    assert captured["hadamard"].shape == (7, 5)
+    assert captured["representation"].shape == (7, 5)
     with torch.no_grad():
         full = net.layer_outputs(obs)
     np.testing.assert_allclose(captured["conv1"], full["conv1"].mean(dim=(2, 3)).numpy(), atol=1e-6)
-    np.testing.assert_allclose(captured["hadamard"], full["hadamard"].numpy(), atol=1e-6)
+    np.testing.assert_allclose(captured["representation"], full["representation"].numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="empty"):
         D.capture_activations(net, obs[:0])
 
@@ -419,8 +471,8 @@ def test_log_diagnostics_writes_expected_tags(tmp_path):
     acts = fake_activations(seed=3)
     acts = {"conv1": acts["conv1"], "representation": acts["hadamard_a"]}
     writer = SummaryWriter(str(tmp_path))
-    m10 = D.log_diagnostics(writer, 10, acts, "tanh")
-    m20 = D.log_diagnostics(writer, 20, acts, "tanh")
+    m10 = D.log_diagnostics(writer, 10, acts, hidden_activation="tanh")
+    m20 = D.log_diagnostics(writer, 20, acts, hidden_activation="tanh")
     writer.close()
     events = EventAccumulator(str(tmp_path))
     events.Reload()
@@ -434,6 +486,27 @@ def test_log_diagnostics_writes_expected_tags(tmp_path):
     dead = events.Scalars("diagnostics/dead_fraction/representation")[0].value
     assert dead == pytest.approx(3 / 16)
     assert not any(name.endswith(".npz") for name in os.listdir(tmp_path))  # save_dir not given
+
+
+@pytest.mark.parametrize("script", ["dqn_atari_hadamard", "ppo_atari_hadamard", "pqn_atari_hadamard"])
+def test_hadamard_and_plain_runs_share_the_representation_charts(script, tmp_path):
+    module = importlib.import_module(script)
+    network_class = module.Agent if hasattr(module, "Agent") else module.QNetwork
+    probe = torch.randint(0, 256, (64, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    tags = {}
+    for hadamard in (True, False):
+        network = network_class(4, hadamard=hadamard, hidden_dim=16 if hadamard else 32)
+        writer = SummaryWriter(str(tmp_path / str(hadamard)))
+        D.log_diagnostics(writer, 1, D.capture_activations(network, probe), hidden_activation="tanh")
+        writer.close()
+        events = EventAccumulator(str(tmp_path / str(hadamard)))
+        events.Reload()
+        tags[hadamard] = set(events.Tags()["scalars"])
+    representation = {f"diagnostics/{m}/representation" for m in D.METRICS}
+    assert representation <= tags[True] and representation <= tags[False]
+    # the runs differ only by the branches' charts
+    branches = {f"diagnostics/{m}/hadamard_{x}" for m in D.METRICS for x in "ab"}
+    assert tags[True] - tags[False] == branches and tags[False] <= tags[True]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -450,8 +523,16 @@ def run_cli(*args):
     )
 
 
+def write_args(run, activation="tanh", hadamard=True, hidden_dim=16, seed=1):
+    """The fields of a run's args.json the command line reads (a real one holds every argument)."""
+    run.mkdir(parents=True, exist_ok=True)
+    fields = {"activation": activation, "hadamard": hadamard, "hidden_dim": hidden_dim, "seed": seed}
+    (run / "args.json").write_text(json.dumps(fields))
+
+
 def test_cli_reports_steps_skips_corrupt_file_and_writes_csv(tmp_path):
     run = tmp_path / "Breakout-v5__dqn__1__1700000000"
+    write_args(run, seed=3)
     acts = fake_activations(seed=4)
     # a non-default tau: the command line uses the thresholds stored in the files
     expected = {
@@ -459,66 +540,116 @@ def test_cli_reports_steps_skips_corrupt_file_and_writes_csv(tmp_path):
             None,
             step,
             acts if step == 2000 else fake_activations(5),
-            "tanh",
+            hidden_activation="tanh",
             dormant_tau=0.9,
             save_dir=str(run / "activations"),
         )
         for step in (2000, 300)
     }
     default_tau = D.compute_metrics(acts, D.layer_kinds(list(acts), "tanh"))
-    assert default_tau["hadamard"]["dormant_fraction"] != expected[2000]["hadamard"]["dormant_fraction"]
+    assert default_tau["representation"]["dormant_fraction"] != expected[2000]["representation"]["dormant_fraction"]
     (run / "activations" / "step_1000.npz").write_bytes(b"\x00" * 64)
     out_csv = tmp_path / "metrics.csv"
     result = run_cli(run, "--csv", out_csv)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1  # a file could not be read; the rest is still reported
     assert "Traceback" not in result.stderr
-    assert "step_1000.npz" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot read activation file {run / 'activations' / 'step_1000.npz'} (not an .npz file)"
+    ]
     lines = result.stdout.splitlines()
-    assert run.name in lines[0]
-    rows = [line.split() for line in lines[2:]]
+    assert lines[0].split() == [run.name]
+    assert lines[1].split() == ["tanh+hadamard", "16", "seed", "3"]
+    rows = [line.split() for line in lines[3:]]
     assert [r[0] for r in rows] == ["300"] * 6 + ["2000"] * 6  # sorted numerically
     assert [r[1] for r in rows[:6]] == list(acts)
-    srank_300 = expected[300]["hadamard"]["srank"]
-    assert rows[5][:2] == ["300", "hadamard"] and int(rows[5][4]) == srank_300
+    srank_300 = expected[300]["representation"]["srank"]
+    assert rows[5][:2] == ["300", "representation"] and int(rows[5][4]) == srank_300
 
     with open(out_csv, newline="") as f:
         records = list(csv.DictReader(f))
     assert len(records) == 12
-    assert set(records[0]) == {"run", "step", "layer", "dead_fraction", "dormant_fraction", "srank", "effective_rank"}
+    assert list(records[0]) == ["run", "variant", "step", "layer", *D.METRICS]
     for r in records:
         values = expected[int(r["step"])][r["layer"]]
-        assert r["run"] == run.name
+        assert r["run"] == run.name and r["variant"] == "tanh+hadamard 16 seed 3"
         assert int(r["srank"]) == values["srank"]
         assert float(r["dead_fraction"]) == values["dead_fraction"]
         assert float(r["dormant_fraction"]) == values["dormant_fraction"]
         assert float(r["effective_rank"]) == values["effective_rank"]
 
 
-def test_cli_missing_and_empty_folders(tmp_path):
-    for folder in (tmp_path / "no_such_run", tmp_path):
+def test_cli_says_why_a_folder_cannot_be_read(tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a run")
+    for folder, reason in (
+        (tmp_path / "no_such_run", "no such folder"),
+        (tmp_path, "no activation files"),
+        (a_file, "not a folder"),
+    ):
         result = run_cli(folder)
-        assert result.returncode != 0
-        assert "Traceback" not in result.stderr
-        assert len(result.stderr.strip().splitlines()) == 1
-        assert str(folder) in result.stderr
+        assert result.returncode == 1
+        assert len(result.stderr.splitlines()) == 1
+        assert result.stderr.startswith(f"error: {folder}: {reason}")
         assert result.stdout == ""
+
+
+def test_cli_prints_what_it_can_and_fails_for_an_unreadable_folder(tmp_path, capsys, monkeypatch):
+    good, locked = tmp_path / "good", tmp_path / "locked"
+    write_args(good, activation="relu", hadamard=False, hidden_dim=1024)
+    D.log_diagnostics(None, 10, fake_activations(), hidden_activation="relu", save_dir=str(good / "activations"))
+    D.log_diagnostics(None, 10, fake_activations(), hidden_activation="relu", save_dir=str(locked / "activations"))
+    listdir = os.listdir
+
+    def refuse_locked(path="."):  # chmod cannot lock out root, who may run the tests: the refusal is simulated
+        if str(locked) in str(path):
+            raise PermissionError(13, "Permission denied", path)
+        return listdir(path)
+
+    monkeypatch.setattr(D.os, "listdir", refuse_locked)
+    assert D.main([str(good), str(locked)]) == 1
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"error: {locked / 'activations'}: permission denied"]
+    assert out.splitlines()[0].split() == ["good"]
+    assert out.splitlines()[1].split() == ["relu", "1024", "seed", "1"]
+    assert len(out.splitlines()) == 3 + 6
 
 
 def test_cli_runs_side_by_side_in_process(tmp_path, capsys):
     for name, steps in (("run_a", (10, 20)), ("run_b", (20,))):
+        write_args(tmp_path / name, hadamard=name == "run_a", hidden_dim=16 if name == "run_a" else 32)
         for step in steps:
-            D.log_diagnostics(None, step, fake_activations(step), "relu", save_dir=str(tmp_path / name / "activations"))
-    assert D.main([str(tmp_path / "run_a"), str(tmp_path / "run_b"), "--dormant-tau", "0.5"]) == 0
+            acts = fake_activations(step)
+            if name == "run_b":
+                del acts["hadamard_a"], acts["hadamard_b"]
+            D.log_diagnostics(None, step, acts, hidden_activation="relu", save_dir=str(tmp_path / name / "activations"))
+    # the plain run's files are read from its activations folder, named directly
+    assert D.main([str(tmp_path / "run_a"), str(tmp_path / "run_b" / "activations"), "--dormant-tau", "0.5"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "run_a" in lines[0] and "run_b" in lines[0]
-    assert lines[1].split() == ["step", "layer"] + ["dead", "dormant", "srank", "erank"] * 2
-    step10 = [line.split() for line in lines[2:] if line.startswith("10 ")]
-    step20 = [line.split() for line in lines[2:] if line.startswith("20 ")]
-    assert len(step10) == len(step20) == 6
+    assert lines[0].split() == ["run_a", "activations"]
+    assert lines[1].split() == ["tanh+hadamard", "16", "seed", "1", "tanh", "32", "seed", "1"]
+    assert lines[2].split() == ["step", "layer"] + ["dead", "dormant", "srank", "erank"] * 2
+    step10 = [line.split() for line in lines[3:] if line.startswith("10 ")]
+    step20 = [line.split() for line in lines[3:] if line.startswith("20 ")]
+    assert len(step10) == 6 and len(step20) == 6
     assert all(len(r) == 2 + 4 for r in step10)  # run_b's cells are empty at step 10
-    assert all(len(r) == 2 + 8 for r in step20)
+    assert [len(r) for r in step20] == [10, 10, 10, 6, 6, 10]  # run_b has no branches
+    assert step20[-1][1] == "representation"  # one row holds both variants' representation
     # the threshold given on the command line overrides the one stored in the file
-    _, acts, kinds, products = D.load_activations(str(tmp_path / "run_a/activations/step_10.npz"))
-    tau = D.compute_metrics(acts, kinds, products, dormant_tau=0.5)
+    _, acts, kinds, _ = D.load_activations(str(tmp_path / "run_a/activations/step_10.npz"))
+    tau = D.compute_metrics(acts, kinds, dormant_tau=0.5)
     assert float(step10[0][3]) == pytest.approx(tau["conv1"]["dormant_fraction"], abs=1e-4)
-    assert D.main([str(tmp_path / "run_a"), "--srank-delta", "2"]) != 0
+    assert D.main([str(tmp_path / "run_a"), "--srank-delta", "2"]) == 2
+
+
+def test_cli_reads_old_runs_next_to_new_ones(tmp_path, capsys):
+    acts = fake_activations(seed=8)
+    write_old_file(tmp_path / "old" / "activations" / "step_100.npz", acts)
+    D.log_diagnostics(None, 100, acts, hidden_activation="tanh", save_dir=str(tmp_path / "new" / "activations"))
+    assert D.main([str(tmp_path / "old"), str(tmp_path / "new")]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"warning: {tmp_path / name}: no readable args.json, variant unknown" for name in ("old", "new")
+    ]
+    rows = [line.split() for line in out.splitlines()[3:]]
+    assert [r[1] for r in rows] == list(acts)
+    assert rows[-1][2:6] == rows[-1][6:10]  # the old file's "hadamard" is the new file's "representation"

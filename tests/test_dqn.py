@@ -164,7 +164,7 @@ def test_forward_equals_the_formula():
     plain = dqn.QNetwork(6, "relu", hadamard=False, hidden_dim=16)
     h = torch.relu(_conv_features(plain, x) @ plain.dense.weight.T + plain.dense.bias)
     torch.testing.assert_close(plain(x), h @ plain.q_head.weight.T + plain.q_head.bias)
-    assert list(net.layer_outputs(x)) == ["conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "hadamard"]
+    assert list(net.layer_outputs(x)) == ["conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "representation"]
 
 
 def test_both_hadamard_branches_get_gradients():
@@ -236,14 +236,14 @@ def test_tiny_run_logs_everything(two_tiny_runs):
         assert scalars.get(tag), f"{tag} missing"
     assert [step for step, _ in scalars["losses/td_loss"]] == [200, 300, 400]  # training ran from step 101
     assert len(scalars["eval/episodic_return"]) == 1
-    for layer in ("conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "hadamard"):
+    for layer in ("conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "representation"):
         for metric in ("dead_fraction", "dormant_fraction", "srank", "effective_rank"):
             assert [s for s, _ in scalars[f"diagnostics/{metric}/{layer}"]] == [200, 400]
         assert f"activations/{layer}" in histograms
     files = sorted(os.listdir(os.path.join(run_dir, "activations")))
     assert files == ["step_200.npz", "step_400.npz"]
     with np.load(os.path.join(run_dir, "activations", "step_400.npz")) as saved:
-        assert saved["hadamard"].shape == (64, 32)
+        assert saved["representation"].shape == (64, 32)
     # the checkpoint loads safely into a fresh network
     state = torch.load(os.path.join(run_dir, "dqn_atari_hadamard.pt"), weights_only=True)
     dqn.QNetwork(4, hidden_dim=32).load_state_dict(state)
@@ -254,7 +254,7 @@ def test_same_seed_gives_the_same_losses(two_tiny_runs):
     (first, _), (second, _) = two_tiny_runs
     a, _ = read_scalars(first)
     b, _ = read_scalars(second)
-    for tag in ("losses/td_loss", "losses/q_values", "charts/episodic_return", "diagnostics/srank/hadamard"):
+    for tag in ("losses/td_loss", "losses/q_values", "charts/episodic_return", "diagnostics/srank/representation"):
         assert a[tag] == b[tag], tag
 
 

@@ -141,7 +141,7 @@ def test_forward_is_the_formula(activation):
         torch.testing.assert_close(value, h @ agent.critic.weight.T + agent.critic.bias)
         torch.testing.assert_close(agent.get_value(x), value)
         layers = list(agent.layer_outputs(x))
-        rep = ["hadamard_a", "hadamard_b", "hadamard"] if hadamard else ["representation"]
+        rep = ["hadamard_a", "hadamard_b", "representation"] if hadamard else ["representation"]
         assert layers == ["conv1", "conv2", "conv3"] + rep
 
 
@@ -241,7 +241,7 @@ def test_smoke_run_writes_tags_activations_and_checkpoint(smoke_runs):
     losses = ["value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "explained_variance"]
     for tag in [f"losses/{name}" for name in losses] + ["charts/SPS", "charts/learning_rate"]:
         assert [step for step, _ in scalars[tag]] == [64, 128, 192, 256], tag
-    layers = ["conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "hadamard"]
+    layers = ["conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "representation"]
     for layer in layers:
         for metric in ["dead_fraction", "dormant_fraction", "srank", "effective_rank"]:
             assert len(scalars[f"diagnostics/{metric}/{layer}"]) == 4
@@ -254,7 +254,7 @@ def test_smoke_run_writes_tags_activations_and_checkpoint(smoke_runs):
     files = sorted(os.listdir(os.path.join(run_dir, "activations")))
     assert files == ["step_128.npz", "step_192.npz", "step_256.npz", "step_64.npz"]
     with np.load(os.path.join(run_dir, "activations", "step_64.npz")) as saved:
-        assert saved["hadamard"].shape == (64, 32) and saved["conv3"].shape[0] == 64
+        assert saved["representation"].shape == (64, 32) and saved["conv3"].shape[0] == 64
     state = torch.load(os.path.join(run_dir, "ppo_atari_hadamard.pt"), weights_only=True)
     agent = Agent(4, "tanh", True, 32)
     agent.load_state_dict(state)

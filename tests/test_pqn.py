@@ -151,7 +151,7 @@ def test_layer_norm_comes_before_every_activation():
         getattr(network, name).register_forward_hook(lambda m, i, o, name=name: pre.__setitem__(name, o))
     with torch.no_grad():
         outputs = network.layer_outputs(random_obs(8))
-    assert list(outputs) == ["conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "hadamard"]
+    assert list(outputs) == ["conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "representation"]
     for name in ("conv1", "conv2", "conv3"):
         # each conv output is normalised over all its (channels, height, width) values, then ReLU
         y = pre[name]
@@ -166,7 +166,7 @@ def test_layer_norm_comes_before_every_activation():
         assert (pre_tanh.var(dim=1, unbiased=False) - 1).abs().max() < 1e-2
         # and it is the LayerNorm of that branch's own linear layer
         torch.testing.assert_close(outputs[name], torch.tanh(F.layer_norm(pre[name], (64,))), rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(outputs["hadamard"], outputs["hadamard_a"] * outputs["hadamard_b"])
+    torch.testing.assert_close(outputs["representation"], outputs["hadamard_a"] * outputs["hadamard_b"])
 
 
 def test_gradients_reach_both_branches_and_their_norms():
@@ -267,7 +267,7 @@ def test_smoke_run_writes_tags_activations_and_checkpoint(two_runs):
         assert [step for step, _ in tags[tag]] == [64, 128, 192, 256], tag
     assert len(tags["eval/episodic_return"]) == 1
     assert -21 <= tags["eval/episodic_return"][0][1] <= 21
-    for layer in ("conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "hadamard"):
+    for layer in ("conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "representation"):
         for metric in ("dead_fraction", "dormant_fraction", "srank", "effective_rank"):
             assert f"diagnostics/{metric}/{layer}" in tags
     # epsilon goes from 1 to 0.001 over the first 10% of the steps (25.6), so it is at 0.001 already
@@ -275,7 +275,7 @@ def test_smoke_run_writes_tags_activations_and_checkpoint(two_runs):
     files = sorted(os.listdir(run_dir / "activations"))
     assert files == ["step_128.npz", "step_192.npz", "step_256.npz", "step_64.npz"]
     with np.load(run_dir / "activations" / "step_64.npz") as saved:
-        assert saved["hadamard"].shape == (64, 32) and saved["hadamard"].dtype == np.float16
+        assert saved["representation"].shape == (64, 32) and saved["representation"].dtype == np.float16
     state = torch.load(run_dir / "pqn_atari_hadamard.pt", weights_only=True)
     assert state["q_head.weight"].shape == (6, 32)  # Pong has 6 actions
 
