@@ -425,7 +425,7 @@ _COLUMNS = (
 )
 
 
-class Run(NamedTuple):
+class _Run(NamedTuple):
     name: str  # the folder's name
     variant: str  # e.g. "tanh+hadamard 512 seed 1", from the run's args.json
     results: dict[int, dict[str, dict[str, float]]]  # {step: {layer: metrics}}
@@ -498,7 +498,7 @@ def _read_run(run_dir: str, overrides: Mapping[str, float | None]) -> tuple[dict
     return results, complete
 
 
-def _table(runs: Sequence[Run]) -> str:
+def _table(runs: Sequence[_Run]) -> str:
     """Rows (step, layer), one group of metric columns per run; empty where a run has no value."""
     n = len(_COLUMNS)
     steps = sorted({step for run in runs for step in run.results})
@@ -542,7 +542,7 @@ def _span(widths: list[int], first: int) -> int:
     return sum(widths[first : first + len(_COLUMNS)]) + 2 * (len(_COLUMNS) - 1)
 
 
-def _write_csv(path: str, runs: Sequence[Run]) -> None:
+def _write_csv(path: str, runs: Sequence[_Run]) -> None:
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["run", "variant", "step", "layer", *METRICS])
@@ -576,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    runs: list[Run] = []
+    runs: list[_Run] = []
     all_read = True
     for run_dir in args.run_dirs:
         results, complete = _read_run(run_dir, overrides)
@@ -588,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"warning: {run_dir}: no readable args.json, variant unknown", file=sys.stderr)
         name = os.path.basename(os.path.normpath(run_dir))
         name = run_dir if any(run.name == name for run in runs) else name
-        runs.append(Run(name, variant or "variant unknown", results))
+        runs.append(_Run(name, variant or "variant unknown", results))
     if runs:
         print(_table(runs))
     if runs and args.csv:
