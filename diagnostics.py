@@ -416,7 +416,7 @@ def load_activations(path: str) -> tuple[int, dict[str, np.ndarray], dict[str, s
 # ----------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------
-_STEP_FILE = re.compile(r"^step_(\d+)\.npz$")
+_STEP_FILE = re.compile(r"^step_\d+\.npz$")
 _COLUMNS = (
     ("dead_fraction", "dead", "{:.4f}"),
     ("dormant_fraction", "dormant", "{:.4f}"),
@@ -445,43 +445,26 @@ def _variant(run_dir: str) -> str | None:
         return None
 
 
-def _step_files(run_dir: str) -> list[str]:
-    """step_*.npz files of a run, sorted by step: in RUN_DIR/activations, or in RUN_DIR itself; OSError if unlistable."""
+def _read_run(run_dir: str, overrides: Mapping[str, float | None]) -> tuple[dict[int, dict[str, dict]], bool]:
+    """({step: {layer: metrics}}, whether everything was read) of one run; one stderr line per problem."""
+    if not os.path.isdir(run_dir):
+        print(f"error: {run_dir}: {'not a folder' if os.path.exists(run_dir) else 'no such folder'}", file=sys.stderr)
+        return {}, False
     folder = os.path.join(run_dir, "activations")
     if not os.path.isdir(folder):
-        folder = run_dir
+        folder = run_dir  # given the activations folder itself, or the files lie in the run folder
     try:
         names = os.listdir(folder)
     except OSError as err:
-        raise OSError(err.errno, err.strerror, folder) from None
-    numbered = [(int(m.group(1)), os.path.join(folder, name)) for name in names if (m := _STEP_FILE.match(name))]
-    return [path for _, path in sorted(numbered)]
-
-
-def _folder_problem(run_dir: str) -> str | None:
-    if not os.path.exists(run_dir):
-        return "no such folder"
-    if not os.path.isdir(run_dir):
-        return "not a folder"
-    return None
-
-
-def _read_run(run_dir: str, overrides: Mapping[str, float | None]) -> tuple[dict[int, dict[str, dict]], bool]:
-    """({step: {layer: metrics}}, whether everything was read) of one run; one stderr line per problem."""
-    problem = _folder_problem(run_dir)
-    if problem:
-        print(f"error: {run_dir}: {problem}", file=sys.stderr)
+        print(f"error: {folder}: {(err.strerror or str(err)).lower()}", file=sys.stderr)
         return {}, False
-    try:
-        files = _step_files(run_dir)
-    except OSError as err:
-        print(f"error: {err.filename}: {(err.strerror or str(err)).lower()}", file=sys.stderr)
-        return {}, False
-    if not files:
+    step_files = sorted(name for name in names if _STEP_FILE.match(name))
+    if not step_files:
         print(f"error: {run_dir}: no activation files (activations/step_*.npz)", file=sys.stderr)
         return {}, False
-    results, complete = {}, True
-    for path in files:
+    results, complete = {}, True  # keyed by the step each file holds; the table sorts them
+    for name in step_files:
+        path = os.path.join(folder, name)
         try:
             step, activations, kinds, thresholds = load_activations(path)
         except ValueError as err:  # the message names the file
