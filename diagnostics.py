@@ -485,10 +485,11 @@ def _table(runs: Sequence[_Run]) -> str:
     """Rows (step, layer), one group of metric columns per run; empty where a run has no value."""
     n = len(_COLUMNS)
     steps = sorted({step for run in runs for step in run.results})
-    layers: list[str] = []  # in the order the files list them
-    for run in runs:
-        for per_layer in run.results.values():
-            layers += [name for name in per_layer if name not in layers]
+    layers: list[str] = []  # in the order the files list them; a layer only some runs have goes after its predecessor
+    for names in (list(per_layer) for run in runs for per_layer in run.results.values()):
+        for i, name in enumerate(names):
+            if name not in layers:
+                layers.insert(layers.index(names[i - 1]) + 1 if i else 0, name)
     header = ["step", "layer"] + [label for _ in runs for _, label, _ in _COLUMNS]
     rows = []
     for step in steps:

@@ -643,6 +643,10 @@ def test_cli_runs_side_by_side_in_process(tmp_path, capsys):
     tau = D.compute_metrics(acts, kinds, dormant_tau=0.5)
     assert float(step10[0][3]) == pytest.approx(tau["conv1"]["dormant_fraction"], abs=1e-4)
     assert D.main([str(tmp_path / "run_a"), "--srank-delta", "2"]) == 2
+    # the plain run first: the branches still sit between conv3 and the representation
+    assert D.main([str(tmp_path / "run_b"), str(tmp_path / "run_a")]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[3:] if line.startswith("20 ")]
+    assert [r[1] for r in rows] == list(fake_activations())
 
 
 def test_cli_reads_old_runs_next_to_new_ones(tmp_path, capsys):
