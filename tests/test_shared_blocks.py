@@ -136,7 +136,7 @@ def test_args_header_fields_are_identical(scripts):
     assert all(help_text for fields in headers.values() for _, _, help_text in fields), "a field has no help"
 
 
-@pytest.mark.parametrize("section", ["# Representation", "# Diagnostics"])
+@pytest.mark.parametrize("section", ["# Representation", "# Diagnostics"], ids=["representation", "diagnostics"])
 def test_args_representation_and_diagnostics_sections_are_identical(scripts, section):
     texts = {}
     for s in scripts:
