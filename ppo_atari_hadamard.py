@@ -503,13 +503,16 @@ if __name__ == "__main__":
                         approx_kl = ((ratio - 1) - logratio).mean()
                         clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
 
-                    # Policy loss, value loss and entropy bonus (see the functions above)
+                    # Policy loss
                     pg_loss = clipped_policy_loss(
                         newlogprob, b_logprobs[mb_inds], b_advantages[mb_inds], args.clip_coef, args.norm_adv
                     )
+
+                    # Value loss
                     v_loss = clipped_value_loss(
                         newvalue, b_values[mb_inds], b_returns[mb_inds], args.clip_coef, args.clip_vloss
                     )
+
                     entropy_loss = entropy.mean()
                     loss = ppo_loss(pg_loss, v_loss, entropy_loss, args.ent_coef, args.vf_coef)
 
