@@ -358,6 +358,21 @@ class ReplayBuffer:
         return self.get(np.sort(slots)).obs
 
 
+def td_targets(rewards, next_q_values, terminals, gamma: float) -> torch.Tensor:
+    """Q-learning targets r + gamma * max_a' Q_target(s', a'), without the bootstrap after a terminal step.
+
+    next_q_values (batch, num_actions) are the target network's Q-values of next_obs; terminals is 1 where the game
+    ended or a life was lost (a time-limit truncation is not terminal: it bootstraps).
+    """
+    return rewards + gamma * next_q_values.max(dim=1).values * (1.0 - terminals)
+
+
+def td_loss(q_values, actions, targets) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean squared TD error of the actions taken, and their Q-values Q(s, a) (batch,)."""
+    q_taken = q_values.gather(1, actions[:, None]).squeeze(1)
+    return F.mse_loss(targets, q_taken), q_taken
+
+
 def evaluate(q_network: nn.Module, envs, episodes: int, epsilon: float, device: torch.device, seed: int) -> list:
     """Plays `episodes` full games epsilon-greedily with one env; returns their raw scores."""
     rng = np.random.default_rng(seed)
@@ -510,10 +525,8 @@ if __name__ == "__main__":
                 batch_rewards = torch.from_numpy(data.rewards).to(device)
                 batch_terminals = torch.from_numpy(data.terminals).to(device)
                 with torch.no_grad():
-                    target_max = target_network(batch_next_obs).max(dim=1).values
-                    td_target = batch_rewards + args.gamma * target_max * (1.0 - batch_terminals)
-                old_val = q_network(batch_obs).gather(1, batch_actions[:, None]).squeeze(1)
-                loss = F.mse_loss(td_target, old_val)
+                    td_target = td_targets(batch_rewards, target_network(batch_next_obs), batch_terminals, args.gamma)
+                loss, old_val = td_loss(q_network(batch_obs), batch_actions, td_target)
 
                 optimizer.zero_grad()
                 loss.backward()

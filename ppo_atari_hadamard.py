@@ -292,6 +292,42 @@ def compute_gae(rewards, values, next_value, terminals, truncated, valid, gamma:
     return advantages, advantages + values
 
 
+def clipped_policy_loss(new_logprobs, old_logprobs, advantages, clip_coef: float, norm_adv: bool = True):
+    """PPO's clipped surrogate objective, as a loss: mean of max(-A * ratio, -A * clip(ratio, 1 - eps, 1 + eps)).
+
+    ratio = pi_new(a|s) / pi_old(a|s). With a positive advantage the gain stops at ratio 1 + eps, with a negative
+    one at 1 - eps: beyond them the clipped term is constant and gives no gradient. norm_adv normalises the
+    advantages of the minibatch to mean 0 and standard deviation 1 first.
+    """
+    if norm_adv:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    ratio = (new_logprobs - old_logprobs).exp()
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1 - clip_coef, 1 + clip_coef)
+    return torch.max(pg_loss1, pg_loss2).mean()
+
+
+def clipped_value_loss(new_values, old_values, returns, clip_coef: float, clip: bool = True):
+    """Half the mean squared error of V against the returns; clipped as in the PPO paper's implementation.
+
+    new_values: the critic's output, (batch, 1) or (batch,); old_values: V at collection time. With clip, the loss
+    of each sample is the larger of the plain error and that of old V + clip(new V - old V, -eps, eps): V gains
+    nothing by moving further than eps from its old value.
+    """
+    new_values = new_values.view(-1)
+    if clip:
+        v_loss_unclipped = (new_values - returns) ** 2
+        v_clipped = old_values + torch.clamp(new_values - old_values, -clip_coef, clip_coef)
+        v_loss_clipped = (v_clipped - returns) ** 2
+        return 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+    return 0.5 * ((new_values - returns) ** 2).mean()
+
+
+def ppo_loss(pg_loss, v_loss, entropy, ent_coef: float, vf_coef: float) -> torch.Tensor:
+    """The loss PPO minimises: the policy loss, minus the entropy bonus (mean entropy), plus the weighted value loss."""
+    return pg_loss - ent_coef * entropy + v_loss * vf_coef
+
+
 def check_args(args: Args) -> None:
     """Stop with a one-line reason before any work starts."""
     atari_game(args.env_id)
@@ -458,38 +494,27 @@ if __name__ == "__main__":
                 shuffled = b_inds[torch.randperm(len(b_inds), device=device)]
                 for mb_inds in torch.tensor_split(shuffled, args.num_minibatches):
                     _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
-                    logratio = newlogprob - b_logprobs[mb_inds]
-                    ratio = logratio.exp()
 
                     with torch.no_grad():
                         # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                        logratio = newlogprob - b_logprobs[mb_inds]
+                        ratio = logratio.exp()
                         old_approx_kl = (-logratio).mean()
                         approx_kl = ((ratio - 1) - logratio).mean()
                         clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
 
-                    mb_advantages = b_advantages[mb_inds]
-                    if args.norm_adv:
-                        mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
-
                     # Policy loss
-                    pg_loss1 = -mb_advantages * ratio
-                    pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
-                    pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+                    pg_loss = clipped_policy_loss(
+                        newlogprob, b_logprobs[mb_inds], b_advantages[mb_inds], args.clip_coef, args.norm_adv
+                    )
 
                     # Value loss
-                    newvalue = newvalue.view(-1)
-                    if args.clip_vloss:
-                        v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
-                        v_clipped = b_values[mb_inds] + torch.clamp(
-                            newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef
-                        )
-                        v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
-                        v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
-                    else:
-                        v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
+                    v_loss = clipped_value_loss(
+                        newvalue, b_values[mb_inds], b_returns[mb_inds], args.clip_coef, args.clip_vloss
+                    )
 
                     entropy_loss = entropy.mean()
-                    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                    loss = ppo_loss(pg_loss, v_loss, entropy_loss, args.ent_coef, args.vf_coef)
 
                     optimizer.zero_grad()
                     loss.backward()

@@ -289,6 +289,20 @@ def q_lambda_returns(
     return returns
 
 
+def q_lambda_loss(q_values, actions, returns, is_transition) -> tuple[torch.Tensor, torch.Tensor]:
+    """0.5 * the mean squared error of Q(s, a) against the Q(lambda) targets, over transitions only.
+
+    q_values (batch, num_actions); actions, returns and is_transition (batch,). A step that is no transition (the
+    reset step after a game ended) has no target: it weighs 0 in the loss and in the mean. Returns the loss and
+    the mean Q(s, a) of the transitions (detached, for logging).
+    """
+    weights = is_transition.float()
+    count = weights.sum().clamp(min=1.0)
+    q_taken = q_values.gather(1, actions[:, None]).squeeze(1)
+    loss = 0.5 * ((q_taken - returns).square() * weights).sum() / count
+    return loss, (q_taken.detach() * weights).sum() / count
+
+
 def check_args(args: Args) -> None:
     """Stop with a one-line reason before any work starts."""
     atari_game(args.env_id)
@@ -453,7 +467,7 @@ if __name__ == "__main__":
             b_obs = obs.flatten(0, 1)
             b_actions = actions.flatten()
             b_returns = returns.flatten()
-            b_weights = b_transitions.flatten().float()
+            b_is_transition = b_transitions.flatten()
 
             # ALGO LOGIC: optimise 0.5 * MSE(Q(s, a), G) over update_epochs epochs of num_minibatches minibatches
             td_losses, q_taken_means = [], []
@@ -461,17 +475,16 @@ if __name__ == "__main__":
                 b_order = torch.randperm(args.batch_size, device=device)
                 for start in range(0, args.batch_size, args.minibatch_size):
                     mb_inds = b_order[start : start + args.minibatch_size]
-                    mb_weights = b_weights[mb_inds]
-                    mb_count = mb_weights.sum().clamp(min=1.0)
-                    q_taken = network(b_obs[mb_inds]).gather(1, b_actions[mb_inds, None]).squeeze(1)
-                    loss = 0.5 * ((q_taken - b_returns[mb_inds]).square() * mb_weights).sum() / mb_count
+                    loss, q_taken_mean = q_lambda_loss(
+                        network(b_obs[mb_inds]), b_actions[mb_inds], b_returns[mb_inds], b_is_transition[mb_inds]
+                    )
 
                     optimizer.zero_grad()
                     loss.backward()
                     nn.utils.clip_grad_norm_(network.parameters(), args.max_grad_norm)
                     optimizer.step()
                     td_losses.append(loss.detach())
-                    q_taken_means.append((q_taken.detach() * mb_weights).sum() / mb_count)
+                    q_taken_means.append(q_taken_mean)
 
             # TRY NOT TO MODIFY: record rewards for plotting purposes (one copy to the host per rollout)
             writer.add_scalar("losses/td_loss", torch.stack(td_losses).mean().item(), global_step)

