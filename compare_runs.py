@@ -33,10 +33,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Atari-57 random and human reference scores (random play and a professional human tester, full games of up to
-# 108,000 frames after up to 30 no-op starts), as tabulated in DQN Zoo's `atari_data.py` (Quan & Ostrovski 2020)
-# and used by rliable (Agarwal et al. 2021): Mnih et al. 2015 (Nature, Extended Data Table 2) for random play,
-# the updated human scores of Badia et al. 2020 (Agent57). Keys are ale-py ROM ids; values are (random, human).
+# Atari-57 reference scores for human normalisation, (random play, professional human tester), full games of up to
+# 108,000 frames after up to 30 no-op starts, exactly as tabulated in DQN Zoo (Quan & Ostrovski 2020,
+# github.com/google-deepmind/dqn_zoo, dqn_zoo/atari_data.py). Keys are ale-py ROM ids.
 ATARI_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
     "alien": (227.8, 7127.7),
     "amidar": (5.8, 1719.5),
@@ -312,12 +311,14 @@ def read_run(path: str) -> Run:
 
 
 def find_run_folders(roots: Sequence[str]) -> list[str]:
-    """Every folder under the roots (a root included) that holds args.json or TensorBoard events."""
+    """Every folder under the roots (a root included) that holds args.json or TensorBoard events, or whose name
+    is a run's (<env_id>__<exp_name>__<seed>__<time>), so that a run that wrote nothing yet is reported."""
     found = []
     for root in roots:
         for folder, subfolders, files in os.walk(root):
             subfolders.sort()
-            if "args.json" in files or any(name.startswith("events.out.tfevents") for name in files):
+            named_as_run = re.fullmatch(r".+__.+__\d+__\d+", os.path.basename(folder)) is not None
+            if named_as_run or "args.json" in files or any(n.startswith("events.out.tfevents") for n in files):
                 found.append(folder)
                 subfolders.clear()  # a run's own subfolders (activations/) are not runs
     return sorted(found)
