@@ -18,6 +18,7 @@ import compare_runs as cr
 def test_iqm_drops_a_quarter_at_each_end():
     assert cr.iqm([8, 1, 7, 2, 6, 3, 5, 4]) == 4.5  # mean of 3, 4, 5, 6
     assert cr.iqm([1, 2, 3, 4, 100]) == 3.0  # floor(5/4) = 1 dropped at each end, as scipy's trim_mean
+    assert cr.iqm([0, 0, 1, 5, 9, 100]) == 3.75  # floor(6/4) = 1: 0, 1, 5, 9 remain
     assert cr.iqm([3, 1, 2]) == 2.0  # fewer than 4: nothing dropped
     assert cr.iqm([[1, 2, 3, 4], [10, 0, 0, 10]]).tolist() == [2.5, 5.0]  # along the last axis
     with pytest.raises(ValueError):
@@ -235,6 +236,8 @@ def test_plots(sweep, tmp_path, capsys):
         (["missing_folder"], "missing_folder: no such folder"),
         ([".", "--last-episodes", "0"], "--last-episodes must be at least 1"),
         ([".", "--bootstrap", "0"], "--bootstrap must be at least 1"),
+        ([".", "--points", "0"], "--points must be at least 1"),
+        ([".", "--steps", "0"], "--steps must be at least 1"),
         ([".", "--csv", "no/such/dir/out.csv"], "does not exist"),
     ],
 )
