@@ -584,7 +584,7 @@ def plot(comparison: Comparison, folder: str, reps: int, seed: int) -> list[str]
             fig, ax = plt.subplots(figsize=(6.4, 4.2))
             for variant, (grid, curves) in comparison.curves[game].items():
                 mean, low, high = _band(curves, reps, seed)
-                line = ax.plot(grid, mean, label=f"{variant_label(variant)}, {len(curves)} seeds")[0]
+                line = ax.plot(grid, mean, label=f"{variant_label(variant)}, {_seeds(len(curves))}")[0]
                 ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
             ax.set(title=f"{game}: episodic return (mean over seeds, 95% CI)", xlabel="agent steps", ylabel="return")
             ax.legend(fontsize=8)
@@ -598,12 +598,18 @@ def plot(comparison: Comparison, folder: str, reps: int, seed: int) -> list[str]
                         steps, stats = per_metric[metric]
                         line = ax.plot(steps, stats[:, 0], marker=".", label=variant_label(variant))[0]
                         ax.fill_between(steps, stats[:, 1], stats[:, 2], color=line.get_color(), alpha=0.2)
-                ax.set(title=metric.replace("_", " "), xlabel="agent steps")
+                ax.set_title(metric.replace("_", " "))
                 ax.grid(alpha=0.3)
+            for ax in axes[1]:
+                ax.set_xlabel("agent steps")
             axes[0, 0].legend(fontsize=7)
             fig.suptitle(f"{game}: representation layer (mean over seeds, 95% CI)")
             written.append(_save(fig, os.path.join(folder, f"{game}_diagnostics.png")))
     return written
+
+
+def _seeds(count: int) -> str:
+    return "1 seed" if count == 1 else f"{count} seeds"
 
 
 def _save(fig, path: str) -> str:
