@@ -285,7 +285,9 @@ def read_run(path: str) -> Run:
     if not tags:
         raise ValueError("no readable TensorBoard scalars (corrupt or empty events)")
     last_step = max(events.Scalars(tag)[-1].step for tag in tags)
-    episodes = sorted((e.step, e.value) for e in events.Scalars(RETURN_TAG)) if RETURN_TAG in tags else []
+    # Games in the order they ended; a stable sort keeps the logged order of games ending at the same step.
+    episodes = [(e.step, e.value) for e in events.Scalars(RETURN_TAG)] if RETURN_TAG in tags else []
+    episodes.sort(key=lambda episode: episode[0])
     diagnostics = {}
     for metric in DIAGNOSTIC_METRICS:
         for layer in REPRESENTATION_TAGS:
