@@ -670,7 +670,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for folder in find_run_folders(args.folders):
         try:
             runs.append(read_run(folder))
-        except (ValueError, OSError) as err:
+        except (ValueError, TypeError, OSError) as err:  # TypeError: an args.json field of the wrong type
             print(f"warning: skipped {folder}: {err}", file=sys.stderr)
     if not runs:
         print(f"error: no readable runs in {', '.join(args.folders)}", file=sys.stderr)
