@@ -1,0 +1,257 @@
+"""compare_runs.py: the statistics against known answers, and the report of small fake run folders."""
+
+import csv
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import compare_runs as cr
+
+
+# ----------------------------------------------------------------------------------------------
+# Statistics
+# ----------------------------------------------------------------------------------------------
+def test_iqm_drops_a_quarter_at_each_end():
+    assert cr.iqm([8, 1, 7, 2, 6, 3, 5, 4]) == 4.5  # mean of 3, 4, 5, 6
+    assert cr.iqm([1, 2, 3, 4, 100]) == 3.0  # floor(5/4) = 1 dropped at each end, as scipy's trim_mean
+    assert cr.iqm([0, 0, 1, 5, 9, 100]) == 3.75  # floor(6/4) = 1: 0, 1, 5, 9 remain
+    assert cr.iqm([3, 1, 2]) == 2.0  # fewer than 4: nothing dropped
+    assert cr.iqm([[1, 2, 3, 4], [10, 0, 0, 10]]).tolist() == [2.5, 5.0]  # along the last axis
+    with pytest.raises(ValueError):
+        cr.iqm([])
+
+
+def test_human_normalisation_uses_the_reference_table():
+    assert len(cr.ATARI_REFERENCE_SCORES) == 57
+    # Random-play scores as REFERENCE.md quotes them from Mnih et al. 2015.
+    assert cr.ATARI_REFERENCE_SCORES["breakout"][0] == 1.7
+    assert cr.ATARI_REFERENCE_SCORES["pong"][0] == -20.7
+    assert cr.ATARI_REFERENCE_SCORES["space_invaders"][0] == 148.0
+    assert round(cr.ATARI_REFERENCE_SCORES["beam_rider"][0]) == 364
+    assert cr.human_normalized(1.7, "breakout") == 0.0
+    assert cr.human_normalized(30.5, "breakout") == pytest.approx(1.0)
+    assert cr.human_normalized(16.1, "breakout") == pytest.approx(0.5)
+    assert cr.human_normalized(-3.05, "pong") == pytest.approx(0.5)
+    with pytest.raises(KeyError):
+        cr.human_normalized(1.0, "adventure")
+
+
+def test_aggregates_weigh_games_and_runs_as_rliable_does():
+    scores = [np.array([0.0, 1.0]), np.array([2.0]), np.array([10.0, 20.0, 30.0, 40.0])]
+    assert cr.mean_of_game_means(scores) == pytest.approx((0.5 + 2.0 + 25.0) / 3)
+    assert cr.median_of_game_means(scores) == 2.0
+    assert cr.iqm_of_all_runs(scores) == pytest.approx(np.mean([1.0, 2.0, 10.0, 20.0, 30.0]))  # 7 runs, 1 cut
+
+
+def test_bootstrap_ci_known_answers():
+    # Two values: the resampled means are 0, 0.5 or 1 with probabilities 1/4, 1/2, 1/4.
+    assert cr.stratified_bootstrap_ci([[0.0, 1.0]], cr.mean_of_game_means, reps=10_000, seed=0) == (0.0, 1.0)
+    assert cr.stratified_bootstrap_ci([[3.0, 3.0, 3.0]], cr.mean_of_game_means) == (3.0, 3.0)
+    # The mean of 1..5 on a fixed seed: resampled means are multiples of 0.2, and the 2.5% and 97.5% percentiles
+    # fall on 1.8 and 4.2, as the normal approximation 3 +- 1.96 * sqrt(2 / 5) = (1.76, 4.24) suggests.
+    ci = cr.stratified_bootstrap_ci([[1.0, 2.0, 3.0, 4.0, 5.0]], cr.mean_of_game_means, reps=10_000, seed=7)
+    assert ci == pytest.approx((1.8, 4.2))
+    assert ci == cr.stratified_bootstrap_ci([[1.0, 2.0, 3.0, 4.0, 5.0]], cr.mean_of_game_means, seed=7)
+
+
+def test_bootstrap_resamples_within_each_game():
+    # Every replicate keeps three 0s in the first game and three 1s in the second, so the statistics cannot move;
+    # a bootstrap that pooled the games would mix them and give a wide interval.
+    games = [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]
+    assert cr.stratified_bootstrap_ci(games, cr.mean_of_game_means) == (0.5, 0.5)
+    assert cr.stratified_bootstrap_ci(games, cr.iqm_of_all_runs) == (0.5, 0.5)
+    # Games keep their own number of runs.
+    assert cr.stratified_bootstrap_ci([[1.0], [2.0, 2.0, 2.0, 2.0]], cr.iqm_of_all_runs) == (2.0, 2.0)
+
+
+def test_mean_ci_of_one_seed_has_no_interval():
+    mean, low, high = cr.mean_ci([4.0])
+    assert mean == 4.0 and math.isnan(low) and math.isnan(high)
+
+
+def test_learning_curve_area_and_final_score():
+    steps, returns = [10, 20, 60, 90, 130], [1.0, 3.0, 5.0, 7.0, 100.0]  # the game at 130 ends after the horizon
+    curve = cr.learning_curve(steps, returns, horizon=100, points=4)  # windows (0,25], (25,50], (50,75], (75,100]
+    assert curve.tolist() == [2.0, 2.0, 5.0, 7.0]  # the empty window keeps the previous value
+    assert cr.area_under_curve(curve) == 4.0
+    late = cr.learning_curve([60], [8.0], horizon=100, points=4)
+    assert np.isnan(late[:2]).all() and late[2:].tolist() == [8.0, 8.0]
+    assert cr.area_under_curve(late) == 8.0
+    assert cr.final_score(steps, returns, horizon=100, last_episodes=2) == 6.0
+    assert cr.final_score(steps, returns, horizon=1000, last_episodes=1) == 100.0
+    assert math.isnan(cr.final_score(steps, returns, horizon=5, last_episodes=2))
+
+
+def test_game_and_algorithm_from_the_arguments():
+    assert cr.game_id("Breakout-v5") == "breakout"
+    assert cr.game_id("ALE/SpaceInvaders-v5") == "space_invaders"
+    assert cr.game_id("ms_pacman") == "ms_pacman"
+    assert cr.game_id("MontezumaRevenge-v5") in cr.ATARI_REFERENCE_SCORES
+    assert cr.infer_algorithm({"buffer_size": 10, "exp_name": "x"}) == "dqn"
+    assert cr.infer_algorithm({"gae_lambda": 0.95}) == "ppo"
+    assert cr.infer_algorithm({"q_lambda": 0.65}) == "pqn"
+    assert cr.infer_algorithm({"exp_name": "pqn_atari_hadamard"}) == "pqn"
+    assert cr.infer_algorithm({"exp_name": "mine"}) == "unknown"
+
+
+def _run(game, seed, exp_name, last_step, episodes, hadamard=True, hidden_dim=512, algorithm="ppo"):
+    steps, returns = zip(*episodes)
+    return cr.Run(f"runs/{game}_{exp_name}_{seed}", game, seed, algorithm, "tanh", hadamard, hidden_dim, exp_name,
+                  last_step, np.array(steps, float), np.array(returns, float))  # fmt: skip
+
+
+def test_compare_groups_by_game_and_variant_up_to_the_shortest_run():
+    runs = [
+        _run("breakout", 1, "a", 1000, [(400, 2.0), (900, 4.0)]),
+        _run("breakout", 2, "a", 500, [(400, 6.0)]),  # still in progress
+        _run("breakout", 1, "a", 1000, [(400, 1.0)], hidden_dim=1024, hadamard=False),  # same name, other network
+        _run("pong", 1, "a", 1000, [(900, -3.05)]),
+    ]
+    out = cr.compare(runs, last_episodes=1, points=2, reps=100)
+    finals = {
+        (r["game"], r["hidden_dim"]): r for r in out.rows if r["table"] == "score" and r["metric"] == "final_score"
+    }
+    assert set(finals) == {("breakout", 512), ("breakout", 1024), ("pong", 512)}
+    # Breakout is compared up to step 500, so the game ending at 900 does not count.
+    assert finals[("breakout", 512)]["mean"] == 4.0 and finals[("breakout", 512)]["seeds"] == 2
+    assert finals[("pong", 512)]["mean"] == -3.05  # pong's own horizon is 1000
+    assert any("compared up to step 500" in note for note in out.notes)
+    assert any("one seed" in note for note in out.notes)
+    # Across games, only the 512-unit variant has pong: its mean is the mean of the two games' means.
+    agg = {(r["hidden_dim"], r["metric"]): r for r in out.rows if r["table"] == "aggregate"}
+    expected = np.mean([np.mean([cr.human_normalized(2.0, "breakout"), cr.human_normalized(6.0, "breakout")]), 0.5])
+    assert (
+        agg[(512, "hns_mean")]["mean"] == pytest.approx(expected) and agg[(512, "hns_mean")]["game"] == "breakout+pong"
+    )
+    # --steps: a run that did not reach the horizon is left out.
+    out = cr.compare(runs, last_episodes=1, points=2, reps=100, horizon=1000)
+    finals = [r for r in out.rows if r["table"] == "score" and r["metric"] == "final_score" and r["hidden_dim"] == 512]
+    assert [(r["game"], r["mean"], r["seeds"]) for r in finals] == [("breakout", 4.0, 1), ("pong", -3.05, 1)]
+
+
+# ----------------------------------------------------------------------------------------------
+# The command on fake run folders
+# ----------------------------------------------------------------------------------------------
+def _write_run(root, env_id, exp_name, seed, returns, hadamard=True, hidden_dim=512, diagnostics=None, steps=None):
+    """A run folder as the scripts write it: args.json and TensorBoard scalars (game i ends at step 100 i)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder = root / f"{env_id}__{exp_name}__{seed}__1700000000"
+    folder.mkdir(parents=True)
+    args = {"exp_name": exp_name, "seed": seed, "env_id": env_id, "gae_lambda": 0.95, "activation": "tanh",
+            "hadamard": hadamard, "hidden_dim": hidden_dim}  # fmt: skip
+    (folder / "args.json").write_text(json.dumps(args))
+    writer = SummaryWriter(str(folder))
+    for i, value in enumerate(returns, start=1):
+        writer.add_scalar("charts/episodic_return", value, 100 * i)
+    writer.add_scalar("charts/SPS", 100, steps or 100 * len(returns))
+    layer = "hadamard" if hadamard else "representation"  # older Hadamard runs logged the product as `hadamard`
+    for step, value in (diagnostics or {}).items():
+        for metric in cr.DIAGNOSTIC_METRICS:
+            writer.add_scalar(f"diagnostics/{metric}/{layer}", value, step)
+            writer.add_scalar(f"diagnostics/{metric}/conv1", 0.9, step)  # other layers are not the representation
+            writer.add_scalar(f"diagnostics/{metric}/hadamard_a", 0.8, step)
+    writer.close()
+    return folder
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    runs = tmp_path / "runs"
+    ramp = np.arange(1, 11) / 10  # ten games, the returns grow linearly
+    for seed, scale in ((1, 10.0), (2, 20.0)):
+        _write_run(runs, "Breakout-v5", "hr", seed, scale * ramp, diagnostics={500: 0.1 * seed, 1000: 0.2 * seed})
+        _write_run(runs, "Breakout-v5", "plain", seed, [1.0 + seed] * 10, hadamard=False, hidden_dim=1024,
+                   diagnostics={500: 0.3, 1000: 0.4})  # fmt: skip
+    _write_run(runs, "Pong-v5", "hr", 1, [-3.05] * 10)  # one seed
+    _write_run(runs, "Pong-v5", "plain", 1, [-20.7] * 10, hadamard=False, hidden_dim=1024)
+    _write_run(runs, "Pong-v5", "plain", 2, [-20.7] * 5, hadamard=False, hidden_dim=1024)  # still in progress
+    _write_run(runs, "Adventure-v5", "hr", 1, [0.0] * 10)  # no human reference score
+    broken = runs / "Breakout-v5__hr__3__1700000000"  # corrupt events
+    broken.mkdir()
+    (broken / "args.json").write_text(json.dumps({"env_id": "Breakout-v5", "exp_name": "hr", "seed": 3}))
+    (broken / "events.out.tfevents.1700000000.host").write_bytes(b"\x13" * 300)
+    no_events = runs / "Breakout-v5__hr__4__1700000000"  # started, no events yet
+    no_events.mkdir()
+    (no_events / "args.json").write_text(json.dumps({"env_id": "Breakout-v5", "exp_name": "hr", "seed": 4}))
+    (runs / "Breakout-v5__hr__5__1700000000").mkdir()  # nothing written yet
+    return runs
+
+
+def _read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_report_of_a_sweep(sweep, tmp_path, capsys):
+    out_csv = tmp_path / "results.csv"
+    assert cr.main([str(sweep), "--last-episodes", "2", "--points", "10", "--csv", str(out_csv)]) == 0
+    captured = capsys.readouterr()
+    text = captured.out
+    # Scores over seeds: hr's final scores are 9.5 and 19 (last two games), its areas 5.5 and 11.
+    assert "| breakout | hr (ppo, tanh+hadamard, 512) | 2 | 14.25 [9.50, 19.00] | 8.25 [5.50, 11.00] |" in text
+    assert "| breakout | plain (ppo, tanh, 1024) | 2 | 2.50 [2.00, 3.00] | 2.50 [2.00, 3.00] |" in text
+    assert "| pong | hr (ppo, tanh+hadamard, 512) | 1 | -3.05 (1 seed) | -3.05 (1 seed) |" in text
+    assert "pong: runs reached 500 to 1,000 steps" in text
+    assert "no human reference score for adventure" in text
+    assert "skipped" in captured.err and "__hr__3__" in captured.err and "__hr__4__" in captured.err
+    assert "__hr__5__1700000000: no args.json" in captured.err
+
+    rows = _read_csv(out_csv)
+    by_key = {(r["table"], r["game"], r["exp_name"], r["metric"], r["step"]): r for r in rows}
+    hns = [(9.5 - 1.7) / 28.8, (19 - 1.7) / 28.8]
+    mean = by_key[("aggregate", "breakout+pong", "hr", "hns_mean", "")]
+    assert float(mean["mean"]) == pytest.approx((np.mean(hns) + 0.5) / 2) and mean["seeds"] == "3"
+    assert float(by_key[("aggregate", "breakout+pong", "hr", "hns_iqm", "")]["mean"]) == pytest.approx(
+        np.mean(hns + [0.5])
+    )
+    assert float(by_key[("aggregate", "breakout+pong", "plain", "hns_median", "")]["mean"]) == pytest.approx(
+        ((2 - 1.7) / 28.8 + (3 - 1.7) / 28.8) / 4  # pong's random score is normalised to 0
+    )
+    # Diagnostics of the representation, averaged over seeds at each capture step, the old tag included.
+    dead = by_key[("diagnostics", "breakout", "hr", "dead_fraction", "500")]
+    assert float(dead["mean"]) == pytest.approx(0.15) and float(dead["ci_low"]) == pytest.approx(0.1)
+    assert float(by_key[("diagnostics", "breakout", "plain", "effective_rank", "1000")]["mean"]) == pytest.approx(0.4)
+    assert not any(r["table"] == "diagnostics" and r["game"] == "pong" for r in rows)
+    per_run = [r for r in rows if r["table"] == "run" and r["game"] == "breakout" and r["metric"] == "final_score"]
+    assert sorted(float(r["mean"]) for r in per_run) == [2.0, 3.0, 9.5, 19.0]
+
+
+def test_plots(sweep, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    figures = tmp_path / "figures"
+    assert cr.main([str(sweep), "--plot", str(figures), "--bootstrap", "200"]) == 0
+    names = sorted(os.listdir(figures))
+    assert names == ["adventure_returns.png", "breakout_diagnostics.png", "breakout_returns.png", "pong_returns.png"]
+    assert (figures / "breakout_returns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["missing_folder"], "missing_folder: no such folder"),
+        ([".", "--last-episodes", "0"], "--last-episodes must be at least 1"),
+        ([".", "--bootstrap", "0"], "--bootstrap must be at least 1"),
+        ([".", "--points", "0"], "--points must be at least 1"),
+        ([".", "--steps", "0"], "--steps must be at least 1"),
+        ([".", "--csv", "no/such/dir/out.csv"], "does not exist"),
+    ],
+)
+def test_bad_arguments_stop_with_one_line(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cr.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_no_runs_and_no_matplotlib(tmp_path, monkeypatch, capsys):
+    assert cr.main([str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith("error: no readable runs")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails as if it were not installed
+    assert cr.main([str(tmp_path), "--plot", str(tmp_path / "figures")]) == 2
+    assert capsys.readouterr().err == "error: --plot needs matplotlib (pip install matplotlib)\n"
+    assert not (tmp_path / "figures").exists()
