@@ -334,12 +334,14 @@ class ReplayBuffer:
         self.newest = slot
         self.size = min(self.size + 1, self.capacity)
 
-    def add(self, obs, next_obs, action, reward, terminal, game_over) -> int:
+    def add(self, obs, next_obs, action, reward, terminal, game_over, is_transition=True) -> int:
         """Stores one transition (obs and next_obs: (4, 84, 84) stacks) and returns its slot.
 
         reward is stored clipped to its sign; terminal (game over or life lost) stops the bootstrap; game_over
         (terminated or truncated) says that the next transition starts a new game, with a reset obs.
         Within a game, obs must be the previous next_obs: only the first obs of a game is read.
+        is_transition=False (a forced FIRE after a lost life) stores the step's frame, so that the stacks around it
+        stay exact, but no transition that starts at its slot can be sampled.
         """
         if self.starting_game:
             if obs[:-1].any():
@@ -350,8 +352,8 @@ class ReplayBuffer:
         self.actions[slot] = action
         self.rewards[slot] = np.sign(reward)
         self.terminals[slot] = terminal
-        self.valid[slot] = True
-        self.num_transitions += 1
+        self.valid[slot] = bool(is_transition)
+        self.num_transitions += bool(is_transition)
         self.starting_game = bool(game_over)
         return slot
 
@@ -388,12 +390,14 @@ class ReplayBuffer:
         return self.get(np.sort(slots)).obs
 
 
-def evaluate(q_network: nn.Module, envs, episodes: int, epsilon: float, device: torch.device, seed: int) -> list:
-    """Plays `episodes` full games epsilon-greedily with one env; returns their raw scores."""
+def evaluate(
+    q_network: nn.Module, envs, episodes: int, epsilon: float, device: torch.device, seed: int, fire_action=None
+) -> list:
+    """Plays `episodes` full games epsilon-greedily with one env (FIRE after a lost life, given fire_action)."""
     rng = np.random.default_rng(seed)
     num_actions = envs.single_action_space.n
     obs, info = envs.reset(seed=seed)
-    tracker = EpisodeTracker(1, info["lives"])
+    tracker = EpisodeTracker(1, info["lives"], fire_action)
     scores = []
     while len(scores) < episodes:
         if rng.random() < epsilon:
@@ -401,7 +405,7 @@ def evaluate(q_network: nn.Module, envs, episodes: int, epsilon: float, device: 
         else:
             with torch.no_grad():
                 actions = q_network(torch.from_numpy(obs).to(device)).argmax(1).cpu().numpy()
-        obs, rewards, terminations, truncations, info = envs.step(actions)
+        obs, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
         _, _, finished = tracker.step(rewards, terminations, truncations, info["lives"])
         scores += [score for _, score, _ in finished]
     return scores
@@ -491,8 +495,9 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
-    envs = make_env(args.env_id, args.num_envs, args.max_episode_frames)
+    envs = make_env(args.env_id, args.num_envs, args.max_episode_frames, args.repeat_action_probability)
     num_actions = envs.single_action_space.n
+    fire_action = find_fire_action(envs) if args.fire_on_life_loss else None  # pressed after every lost life
 
     # ALGO LOGIC: the Q-network, its target network, the optimizer and the replay memory
     q_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
@@ -504,20 +509,14 @@ if __name__ == "__main__":
 
     # TRY NOT TO MODIFY: start the game
     obs, info = envs.reset(seed=args.seed)
-    tracker = EpisodeTracker(args.num_envs, info["lives"])
+    tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     recent_returns = deque(maxlen=20)
     start_time = last_print = time.time()
     next_diagnostics_step = args.diagnostics_interval
     global_step = 0
     try:
         while global_step < args.total_timesteps:
-            if tracker.resetting[0]:
-                # NEXT_STEP autoreset: the step after a game ends only starts the next game (its action is
-                # ignored). It is no transition: nothing is stored or learned, and global_step does not count it.
-                obs, rewards, terminations, truncations, info = envs.step(np.zeros(1, dtype=np.int64))
-                tracker.step(rewards, terminations, truncations, info["lives"])
-                continue
-            global_step += 1
+            global_step += 1  # every env step, the reset and forced FIRE steps included
 
             # ALGO LOGIC: epsilon-greedy action
             epsilon = linear_schedule(
@@ -529,7 +528,10 @@ if __name__ == "__main__":
                 with torch.no_grad():
                     q_values = q_network(torch.from_numpy(obs).to(device))
                 actions = q_values.argmax(1).cpu().numpy()
-            envs.send(actions)  # the env steps in its own C++ thread while the Q-network learns below
+            # the env steps in its own C++ thread while the Q-network learns below. Two steps are not the agent's: a
+            # forced FIRE after a lost life plays FIRE instead, and the reset step after a game ends (NEXT_STEP
+            # autoreset) ignores the action
+            envs.send(tracker.with_forced_fire(actions))
 
             # ALGO LOGIC: training (from the transitions stored so far)
             if global_step > args.learning_starts and global_step % args.train_frequency == 0:
@@ -559,8 +561,9 @@ if __name__ == "__main__":
                     for target_param, param in zip(target_network.parameters(), q_network.parameters()):
                         target_param.lerp_(param, args.tau)
 
+            resetting = tracker.resetting[0]
             next_obs, rewards, terminations, truncations, info = envs.recv()
-            _, life_lost, finished = tracker.step(rewards, terminations, truncations, info["lives"])
+            is_transition, life_lost, finished = tracker.step(rewards, terminations, truncations, info["lives"])
             for _, score, length in finished:
                 recent_returns.append(score)
                 writer.add_scalar("charts/episodic_return", score, global_step)
@@ -568,15 +571,18 @@ if __name__ == "__main__":
 
             # ALGO LOGIC: store the transition. A lost life is terminal for the TD target while the game goes on
             # (next_obs continues the same frame stack); a time-limit truncation is not terminal (next_obs is the
-            # true final obs); either end of the game makes the next stored obs a new game's reset obs.
-            rb.add(
-                obs[0],
-                next_obs[0],
-                actions[0],
-                rewards[0],
-                terminal=terminations[0] or life_lost[0],
-                game_over=terminations[0] or truncations[0],
-            )
+            # true final obs); either end of the game makes the next stored obs a new game's reset obs. A forced
+            # FIRE's frame is stored (the stacks after it need it) as no transition; a reset step stores nothing.
+            if not resetting:
+                rb.add(
+                    obs[0],
+                    next_obs[0],
+                    actions[0],
+                    rewards[0],
+                    terminal=terminations[0] or life_lost[0],
+                    game_over=terminations[0] or truncations[0],
+                    is_transition=is_transition[0],
+                )
             obs = next_obs
 
             # diagnostics on states sampled from the replay memory (skipped while it holds too few)
@@ -618,8 +624,8 @@ if __name__ == "__main__":
         if args.eval_episodes > 0:
             eval_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
             eval_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
-            eval_envs = make_env(args.env_id, 1, args.max_episode_frames)
-            scores = evaluate(eval_network, eval_envs, args.eval_episodes, 0.01, device, seed=args.seed + 1)
+            eval_envs = make_env(args.env_id, 1, args.max_episode_frames, args.repeat_action_probability)
+            scores = evaluate(eval_network, eval_envs, args.eval_episodes, 0.01, device, args.seed + 1, fire_action)
             for episode, score in enumerate(scores):
                 writer.add_scalar("eval/episodic_return", score, episode)
             print(f"evaluation: mean return {np.mean(scores):.1f} over {len(scores)} games (epsilon 0.01)")

@@ -306,9 +306,10 @@ def q_lambda_returns(
 
     rewards, dones (1 where a life was lost or the game ended at step t) and is_transition are (T + 1, num_envs);
     max_q (T + 2, num_envs) holds maxQ(s_t) cached during the rollout and, last, maxQ(s_{T+1}) of the obs after it.
-    Where step t + 1 is no transition (the reset step after a game ended), G_{t+1} is replaced by maxQ(s_{t+1}),
-    the max-Q of the game's final obs: the recursion stops there, and a truncated game bootstraps from its final
-    obs. The reset step's own target is meaningless; the loss masks it. lambda = 0 gives the one-step targets.
+    Where step t + 1 is no transition (the reset step after a game ended, or a forced FIRE after a lost life),
+    G_{t+1} is replaced by maxQ(s_{t+1}), the max-Q of the obs step t returned: the recursion stops there, and a
+    truncated game bootstraps from its final obs. Such a step's own target is meaningless; the loss masks it.
+    lambda = 0 gives the one-step targets.
     """
     returns = torch.zeros_like(rewards)
     next_return = max_q[-1]
@@ -401,8 +402,9 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
-    envs = make_env(args.env_id, args.num_envs, args.max_episode_frames)
+    envs = make_env(args.env_id, args.num_envs, args.max_episode_frames, args.repeat_action_probability)
     num_actions = envs.single_action_space.n
+    fire_action = find_fire_action(envs) if args.fire_on_life_loss else None  # pressed after every lost life
 
     network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
     # foreach: the multi-tensor update, which PyTorch picks by itself on GPUs but not on CPUs (3x faster there)
@@ -421,7 +423,7 @@ if __name__ == "__main__":
 
     # TRY NOT TO MODIFY: start the game
     obs_np, info = envs.reset(seed=args.seed)
-    tracker = EpisodeTracker(args.num_envs, info["lives"])
+    tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     recent_returns = deque(maxlen=20)
     start_time = last_print = time.time()
     next_diagnostics_step = args.diagnostics_interval
@@ -448,7 +450,7 @@ if __name__ == "__main__":
 
                 # TRY NOT TO MODIFY: send the actions (the one copy to the host per step); the envs play them in
                 # their own threads while the device stores this step, then the results come back
-                envs.send(action.cpu().numpy())
+                envs.send(tracker.with_forced_fire(action.cpu().numpy()))  # FIRE after a lost life, if forced
                 obs[step] = next_obs
                 actions[step] = action
                 max_q[step] = best_q
@@ -479,7 +481,7 @@ if __name__ == "__main__":
                     args.q_lambda,
                 )
 
-            # flatten the rollout; reset steps are no transitions and weigh 0 in the loss
+            # flatten the rollout; reset and forced FIRE steps are no transitions and weigh 0 in the loss
             b_obs = obs.flatten(0, 1)
             b_actions = actions.flatten()
             b_returns = returns.flatten()
@@ -542,9 +544,11 @@ if __name__ == "__main__":
         if args.eval_episodes > 0:
             eval_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
             eval_network.load_state_dict(torch.load(model_path, weights_only=True))
-            eval_envs = make_env(args.env_id, args.eval_episodes, args.max_episode_frames)
+            eval_envs = make_env(
+                args.env_id, args.eval_episodes, args.max_episode_frames, args.repeat_action_probability
+            )
             eval_obs, eval_info = eval_envs.reset(seed=args.seed + args.num_envs)
-            eval_tracker = EpisodeTracker(args.eval_episodes, eval_info["lives"])
+            eval_tracker = EpisodeTracker(args.eval_episodes, eval_info["lives"], fire_action)
             eval_returns = np.full(args.eval_episodes, np.nan)
             while np.isnan(eval_returns).any():
                 with torch.no_grad():
@@ -552,7 +556,8 @@ if __name__ == "__main__":
                 explore = torch.rand(args.eval_episodes, device=device) < args.end_e
                 random_actions = torch.randint(num_actions, (args.eval_episodes,), device=device)
                 action = torch.where(explore, random_actions, q_values.argmax(dim=1))
-                eval_obs, reward, termination, truncation, eval_info = eval_envs.step(action.cpu().numpy())
+                action = eval_tracker.with_forced_fire(action.cpu().numpy())
+                eval_obs, reward, termination, truncation, eval_info = eval_envs.step(action)
                 _, _, finished = eval_tracker.step(reward, termination, truncation, eval_info["lives"])
                 for env, score, _ in finished:
                     if np.isnan(eval_returns[env]):  # only each env's first game counts
