@@ -54,6 +54,30 @@ def test_q_lambda_by_hand_with_life_loss_game_over_and_truncation():
     assert returns[0, 2].item() == pytest.approx(3.565)
 
 
+def test_q_lambda_never_runs_across_a_forced_fire_step():
+    """One env, five steps, the flags built from EpisodeTracker exactly as the training loop builds them: step 1
+    loses a life, step 2 is the forced FIRE after it (no transition; its reward 7 is the game's, not learnt from)."""
+    gamma, lam = 0.5, 0.5
+    tracker = pqn.EpisodeTracker(1, np.array([3]), fire_action=1)
+    no = np.zeros(1, dtype=bool)
+    rewards, dones, is_transition = torch.zeros(5, 1), torch.zeros(5, 1), torch.zeros(5, 1, dtype=torch.bool)
+    for t, (reward, lives) in enumerate(zip([1.0, 0.0, 7.0, 1.0, 0.0], [3, 2, 2, 2, 2])):
+        transition, life_lost, _ = tracker.step(np.array([reward]), no, no, np.array([lives]))
+        rewards[t], dones[t], is_transition[t] = float(np.sign(reward)), float(life_lost[0]), bool(transition[0])
+    assert is_transition[:, 0].tolist() == [True, True, False, True, True] and dones[:, 0].tolist() == [0, 1, 0, 0, 0]
+    max_q = torch.tensor([[10.0], [20.0], [30.0], [40.0], [50.0], [60.0]])
+    returns = pqn.q_lambda_returns(rewards, dones, max_q, is_transition, gamma, lam)
+    g4 = 0 + 0.5 * 60  # = 30
+    g3 = 1 + 0.5 * (0.5 * g4 + 0.5 * 50)  # = 21
+    g1 = 0.0  # lost life: no bootstrap
+    g0 = 1 + 0.5 * (0.5 * g1 + 0.5 * 20)  # = 6
+    assert [returns[t, 0].item() for t in (0, 1, 3, 4)] == pytest.approx([g0, g1, g3, g4])
+    # nothing about the forced step reaches another step's target (its own is masked out of the loss)
+    rewards[2], max_q[2] = -1.0, -100.0
+    again = pqn.q_lambda_returns(rewards, dones, max_q, is_transition, gamma, lam)
+    assert [again[t, 0].item() for t in (0, 1, 3, 4)] == pytest.approx([g0, g1, g3, g4])
+
+
 def test_q_lambda_without_episode_ends_is_the_reference_recursion():
     rewards = torch.tensor([[1.0], [2.0], [3.0]])
     dones = torch.zeros(3, 1)
