@@ -221,41 +221,60 @@ class EpisodeTracker:
         return is_transition, lost & is_transition, finished
 
 
+def flax_init_(weight: torch.Tensor, scale: float) -> None:
+    """flax's variance_scaling(scale, "fan_in", "truncated_normal"): a normal cut at two of its standard deviations,
+    widened so that the weights' std is sqrt(scale / fan_in). scale 2 is He-normal, 1 is LeCun-normal."""
+    fan_in = weight[0].numel()  # a conv's input channels x kernel area, a linear layer's inputs
+    std = (scale / fan_in) ** 0.5 / 0.87962566103423978  # the std of a standard normal cut at +-2
+    nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
 class QNetwork(nn.Module):
     """Nature-CNN convolutions (ReLU) -> representation -> one Q-value per action, LayerNorm before every activation.
 
     The representation is the paper's Hadamard product act(LN(W1 z + b1)) * act(LN(W2 z + b2)) of two independently
-    parameterised layers; with hadamard=False it is the plain layer act(LN(W z + b)). As in CleanRL's PyTorch PQN,
-    a conv output is normalised over all its (channels, height, width) values. PyTorch's default initialisation.
+    parameterised layers; with hadamard=False it is the plain layer act(LN(W z + b)). Built as purejaxql builds PQN's
+    network: a conv output is normalised over its channels at each position (flax's LayerNorm on NHWC), with a
+    learnt scale and shift per channel (epsilon 1e-6, flax's); He-normal convs and hidden layer (both Hadamard
+    branches), a LeCun-normal Q head (flax's default), all biases zero.
     """
 
     def __init__(self, num_actions: int, activation: str = "tanh", hadamard: bool = True, hidden_dim: int = 512):
         super().__init__()
         self.conv1 = nn.Conv2d(4, 32, 8, stride=4)
-        self.conv1_norm = nn.LayerNorm([32, 20, 20])
+        self.conv1_norm = nn.LayerNorm(32, eps=1e-6)
         self.conv2 = nn.Conv2d(32, 64, 4, stride=2)
-        self.conv2_norm = nn.LayerNorm([64, 9, 9])
+        self.conv2_norm = nn.LayerNorm(64, eps=1e-6)
         self.conv3 = nn.Conv2d(64, 64, 3, stride=1)
-        self.conv3_norm = nn.LayerNorm([64, 7, 7])
+        self.conv3_norm = nn.LayerNorm(64, eps=1e-6)
         self.act = ACTIVATIONS[activation]
         self.hadamard = hadamard
         if hadamard:
             self.hadamard_a = nn.Linear(64 * 7 * 7, hidden_dim)
-            self.hadamard_a_norm = nn.LayerNorm(hidden_dim)
+            self.hadamard_a_norm = nn.LayerNorm(hidden_dim, eps=1e-6)
             self.hadamard_b = nn.Linear(64 * 7 * 7, hidden_dim)
-            self.hadamard_b_norm = nn.LayerNorm(hidden_dim)
+            self.hadamard_b_norm = nn.LayerNorm(hidden_dim, eps=1e-6)
         else:
             self.dense = nn.Linear(64 * 7 * 7, hidden_dim)
-            self.dense_norm = nn.LayerNorm(hidden_dim)
+            self.dense_norm = nn.LayerNorm(hidden_dim, eps=1e-6)
         self.q_head = nn.Linear(hidden_dim, num_actions)
+        for layer in self.modules():
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                flax_init_(layer.weight, 2.0 if layer is not self.q_head else 1.0)
+                nn.init.zeros_(layer.bias)
+
+    @staticmethod
+    def channel_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+        """LayerNorm over the channels at each position of an NCHW tensor."""
+        return norm(x.movedim(1, -1)).movedim(-1, 1)
 
     def layer_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every hidden layer's output by name (diagnostics read these); the last one is the representation."""
         x = x / 255.0
         outputs = {}
-        outputs["conv1"] = x = F.relu(self.conv1_norm(self.conv1(x)))
-        outputs["conv2"] = x = F.relu(self.conv2_norm(self.conv2(x)))
-        outputs["conv3"] = x = F.relu(self.conv3_norm(self.conv3(x)))
+        outputs["conv1"] = x = F.relu(self.channel_norm(self.conv1_norm, self.conv1(x)))
+        outputs["conv2"] = x = F.relu(self.channel_norm(self.conv2_norm, self.conv2(x)))
+        outputs["conv3"] = x = F.relu(self.channel_norm(self.conv3_norm, self.conv3(x)))
         z = x.flatten(1)
         if self.hadamard:
             outputs["hadamard_a"] = a = self.act(self.hadamard_a_norm(self.hadamard_a(z)))

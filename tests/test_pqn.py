@@ -148,10 +148,14 @@ def test_forward_equals_the_formula(hadamard):
 
     def conv(x, layer, norm):
         y = F.conv2d(x, layer.weight, layer.bias, stride=layer.stride)
-        return torch.relu(F.layer_norm(y, y.shape[1:], norm.weight, norm.bias))
+        # over the channels at each position, a scale and a shift per channel
+        mean = y.mean(dim=1, keepdim=True)
+        variance = y.var(dim=1, unbiased=False, keepdim=True)
+        normalised = (y - mean) / torch.sqrt(variance + 1e-6)
+        return torch.relu(normalised * norm.weight[:, None, None] + norm.bias[:, None, None])
 
     def branch(z, layer, norm):
-        return torch.tanh(F.layer_norm(z @ layer.weight.T + layer.bias, (64,), norm.weight, norm.bias))
+        return torch.tanh(F.layer_norm(z @ layer.weight.T + layer.bias, (64,), norm.weight, norm.bias, eps=1e-6))
 
     h = conv(x.float() / 255, network.conv1, network.conv1_norm)
     h = conv(h, network.conv2, network.conv2_norm)
@@ -177,11 +181,11 @@ def test_layer_norm_comes_before_every_activation():
         outputs = network.layer_outputs(random_obs(8))
     assert list(outputs) == ["conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "hadamard"]
     for name in ("conv1", "conv2", "conv3"):
-        # each conv output is normalised over all its (channels, height, width) values, then ReLU
+        # each conv output is normalised over its channels at each position (flax's LayerNorm on NHWC), then ReLU
         y = pre[name]
-        mean = y.mean(dim=(1, 2, 3), keepdim=True)
-        variance = y.var(dim=(1, 2, 3), unbiased=False, keepdim=True)
-        normalised = (y - mean) / torch.sqrt(variance + 1e-5)
+        mean = y.mean(dim=1, keepdim=True)
+        variance = y.var(dim=1, unbiased=False, keepdim=True)
+        normalised = (y - mean) / torch.sqrt(variance + 1e-6)
         torch.testing.assert_close(outputs[name], torch.relu(normalised), rtol=1e-4, atol=1e-5)
     for name in ("hadamard_a", "hadamard_b"):
         # each branch's pre-tanh is normalised per sample: atanh of the branch is mean 0, variance 1
@@ -189,7 +193,8 @@ def test_layer_norm_comes_before_every_activation():
         assert pre_tanh.mean(dim=1).abs().max() < 1e-3
         assert (pre_tanh.var(dim=1, unbiased=False) - 1).abs().max() < 1e-2
         # and it is the LayerNorm of that branch's own linear layer
-        torch.testing.assert_close(outputs[name], torch.tanh(F.layer_norm(pre[name], (64,))), rtol=1e-4, atol=1e-5)
+        expected = torch.tanh(F.layer_norm(pre[name], (64,), eps=1e-6))
+        torch.testing.assert_close(outputs[name], expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(outputs["hadamard"], outputs["hadamard_a"] * outputs["hadamard_b"])
 
 
@@ -207,11 +212,11 @@ def test_parameter_counts_of_the_variants():
         return sum(p.numel() for p in module.parameters())
 
     actions = 4
-    # each conv (weights + biases) and its LayerNorm (a scale and a shift per output value)
-    convs = (4 * 32 * 8 * 8 + 32) + 2 * 32 * 20 * 20
-    convs += (32 * 64 * 4 * 4 + 64) + 2 * 64 * 9 * 9
-    convs += (64 * 64 * 3 * 3 + 64) + 2 * 64 * 7 * 7
-    assert convs == 120_224
+    # each conv (weights + biases) and its LayerNorm (a scale and a shift per channel)
+    convs = (4 * 32 * 8 * 8 + 32) + 2 * 32
+    convs += (32 * 64 * 4 * 4 + 64) + 2 * 64
+    convs += (64 * 64 * 3 * 3 + 64) + 2 * 64
+    assert convs == 78_304
     dense_512 = 3136 * 512 + 512 + 2 * 512  # linear + its LayerNorm
     assert count(pqn.QNetwork(actions, "tanh", True, 512)) == convs + 2 * dense_512 + 512 * actions + actions
     assert count(pqn.QNetwork(actions, "tanh", False, 512)) == convs + dense_512 + 512 * actions + actions
@@ -220,6 +225,37 @@ def test_parameter_counts_of_the_variants():
     # the Hadamard layer and the 1024-wide plain layer have the same number of parameters (norms included)
     hadamard = pqn.QNetwork(actions, "tanh", True, 512)
     assert count(hadamard) - count(hadamard.q_head) == count(baseline) - count(baseline.q_head)
+    assert (count(hadamard), count(baseline)) == (3_294_692, 3_296_740)  # Breakout: the README's figures
+
+
+def test_layer_norm_shapes():
+    for hadamard, hidden_dim in ((True, 512), (False, 1024)):
+        network = pqn.QNetwork(4, "tanh", hadamard, hidden_dim)
+        norms = {name: module for name, module in network.named_modules() if isinstance(module, torch.nn.LayerNorm)}
+        expected = {"conv1_norm": 32, "conv2_norm": 64, "conv3_norm": 64}
+        expected.update({"hadamard_a_norm": 512, "hadamard_b_norm": 512} if hadamard else {"dense_norm": 1024})
+        assert {name: norm.normalized_shape for name, norm in norms.items()} == {
+            name: (size,) for name, size in expected.items()
+        }
+        for norm in norms.values():  # a learnt scale and shift per channel (per unit), flax's epsilon
+            assert norm.elementwise_affine and norm.weight.shape == norm.bias.shape == norm.normalized_shape
+            assert norm.eps == 1e-6
+
+
+def test_initial_weights_are_he_normal_with_a_lecun_normal_head_and_zero_biases():
+    torch.manual_seed(0)
+    network = pqn.QNetwork(18, "tanh", True, 512)
+    he_normal = ("conv1", "conv2", "conv3", "hadamard_a", "hadamard_b")
+    for name, layer in [(name, getattr(network, name)) for name in he_normal] + [("q_head", network.q_head)]:
+        fan_in = layer.weight[0].numel()
+        gain = 1.0 if name == "q_head" else 2.0
+        std = layer.weight.std().item()
+        assert abs(std / (gain / fan_in) ** 0.5 - 1) < 0.1, (name, std)
+        # flax's truncated normal: nothing beyond two standard deviations of the underlying normal
+        assert layer.weight.abs().max().item() <= 2 * (gain / fan_in) ** 0.5 / 0.8796 + 1e-6, name
+        assert (layer.bias == 0).all(), name
+    plain = pqn.QNetwork(18, "tanh", False, 1024)
+    assert abs(plain.dense.weight.std().item() / (2 / 3136) ** 0.5 - 1) < 0.1 and (plain.dense.bias == 0).all()
 
 
 def test_relu_without_hadamard_is_pqns_plain_network():
