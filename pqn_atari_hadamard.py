@@ -62,12 +62,9 @@ class Args:
     max_episode_frames: int = 108_000
     """the time limit of a game in frames (108,000 frames = 30 minutes of play; small values make short tests)"""
     fire_on_life_loss: bool = True
-    """if toggled, FIRE is pressed after every lost life (the references' protocol, games with FIRE only); that
-    forced step is not the agent's: not learnt from, not in episodic_length, counted in global_step like every env
-    step, its reward in the score"""
+    """if toggled, FIRE is pressed for the agent after every lost life, as the references do (games with FIRE only). The forced step is not the agent's: nothing learns from it and episodic_length (agent steps) leaves it out, but its reward is in the score and global_step counts it, as it counts every env step (reset steps too)"""
     repeat_action_probability: float = 0.0
-    """sticky actions: the chance that an env repeats its previous action instead (0 as in the references; 0.25 is
-    the protocol of Machado et al. 2018 and the -v5 default)"""
+    """sticky actions: the chance that an env repeats its previous action instead (0 as in the references; 0.25 is the protocol of Machado et al. 2018 and the -v5 default)"""
     learning_rate: float = 2.5e-4
     """the learning rate of the RAdam optimizer"""
     num_envs: int = 128
