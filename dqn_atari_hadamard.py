@@ -63,6 +63,10 @@ class Args:
     """total agent steps of the experiment (one step = 4 frames)"""
     max_episode_frames: int = 108_000
     """the time limit of a game in frames (108,000 frames = 30 minutes of play; small values make short tests)"""
+    fire_on_life_loss: bool = True
+    """if toggled, FIRE is pressed for the agent after every lost life, as the references do (games with FIRE only). The forced step is not the agent's: nothing learns from it and episodic_length (agent steps) leaves it out, but its reward is in the score and global_step counts it, as it counts every env step (reset steps too)"""
+    repeat_action_probability: float = 0.0
+    """sticky actions: the chance that an env repeats its previous action instead (0 as in the references; 0.25 is the protocol of Machado et al. 2018 and the -v5 default)"""
     learning_rate: float = 1e-4
     """the learning rate of the optimizer (Adam)"""
     num_envs: int = 1
@@ -123,14 +127,15 @@ def atari_game(env_id: str) -> str:
     return game
 
 
-def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000):
+def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repeat_action_probability: float = 0.0):
     """ale-py's C++ vector env with the usual Atari preprocessing.
 
     Frame skip 4 with a max-pool of the last two frames, 84x84 grayscale, stacks of 4 frames (zero-padded at a
-    game's start), up to 30 no-op starts, FIRE at reset where the game needs it, no sticky actions, and a time
-    limit of max_episode_frames frames. Rewards come raw (full-game scores are kept; learning clips them to their
-    sign), a lost life is not an episode end here (the loop detects it from info["lives"]), and NEXT_STEP
-    autoreset means the step after an episode end only resets that env. Seed it with envs.reset(seed=...).
+    game's start), up to 30 no-op starts, FIRE at reset where the game needs it, sticky actions with
+    repeat_action_probability (0: none), and a time limit of max_episode_frames frames. Rewards come raw
+    (full-game scores are kept; learning clips them to their sign), a lost life is not an episode end here (the
+    loop detects it from info["lives"] and presses FIRE after it through EpisodeTracker), and NEXT_STEP autoreset
+    means the step after an episode end only resets that env. Seed it with envs.reset(seed=...).
     """
     from ale_py.vector_env import AtariVectorEnv
 
@@ -145,7 +150,7 @@ def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000):
         stack_num=4,
         noop_max=30,
         use_fire_reset=True,
-        repeat_action_probability=0.0,
+        repeat_action_probability=repeat_action_probability,
         max_num_frames_per_episode=max_episode_frames,
         reward_clipping=False,
         episodic_life=False,
@@ -154,35 +159,57 @@ def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000):
     return envs
 
 
+def find_fire_action(envs) -> int | None:
+    """The index of FIRE in the env's action set, or None when the game has no FIRE."""
+    from ale_py import Action
+
+    action_set = list(envs.ale.get_action_set())
+    return action_set.index(Action.FIRE) if Action.FIRE in action_set else None
+
+
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
 
 
 class EpisodeTracker:
-    """Per-env bookkeeping of ale-py's vector env: raw full-game scores, lost lives and reset steps.
+    """Per-env bookkeeping of ale-py's vector env: raw full-game scores, lost lives, reset and forced FIRE steps.
 
     A game's score adds up over all its lives; a lost life is terminal for learning only. With NEXT_STEP
     autoreset, the step after a game ends (terminated or truncated) only resets that env: it is no transition.
+    Given the game's fire_action (the references' protocol), the step after a lost life that did not end the game
+    is a forced FIRE, which serves the next ball: the loop plays it by sending with_forced_fire(actions). It is no
+    transition either (not the agent's action: nothing learns from it and episodic_length leaves it out), but its
+    reward counts in the game's score.
     """
 
-    def __init__(self, num_envs: int, lives: np.ndarray):
+    def __init__(self, num_envs: int, lives: np.ndarray, fire_action: int | None = None):
         self.lives = lives.copy()
         self.returns = np.zeros(num_envs, dtype=np.float64)
         self.lengths = np.zeros(num_envs, dtype=np.int64)
         self.resetting = np.zeros(num_envs, dtype=bool)
+        self.fire_action = fire_action
+        self.forced_fire = np.zeros(num_envs, dtype=bool)  # the envs whose next step is a forced FIRE
+
+    def with_forced_fire(self, actions: np.ndarray) -> np.ndarray:
+        """The actions to send: FIRE in the envs whose step is a forced FIRE, the agent's actions elsewhere."""
+        if self.fire_action is None:
+            return actions
+        return np.where(self.forced_fire, self.fire_action, actions).astype(actions.dtype)
 
     def step(self, rewards, terminations, truncations, lives):
         """Returns (is_transition, life_lost, finished) where finished lists (env, score, length) of ended games."""
-        is_transition = ~self.resetting
-        life_lost = is_transition & (lives < self.lives)
+        in_game = ~self.resetting  # the agent's steps and the forced FIRE steps
+        is_transition = in_game & ~self.forced_fire
+        lost = in_game & (lives < self.lives)
         self.lives = lives.copy()
-        self.returns += rewards * is_transition
+        self.returns += rewards * in_game
         self.lengths += is_transition
-        game_over = is_transition & (terminations | truncations)
+        game_over = in_game & (terminations | truncations)
         finished = [(int(i), float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(game_over)]
         self.returns[game_over] = 0.0
         self.lengths[game_over] = 0
         self.resetting = game_over
-        return is_transition, life_lost, finished
+        self.forced_fire = lost & ~game_over & (self.fire_action is not None)
+        return is_transition, lost & is_transition, finished
 
 
 class QNetwork(nn.Module):
@@ -304,12 +331,14 @@ class ReplayBuffer:
         self.newest = slot
         self.size = min(self.size + 1, self.capacity)
 
-    def add(self, obs, next_obs, action, reward, terminal, game_over) -> int:
+    def add(self, obs, next_obs, action, reward, terminal, game_over, is_transition=True) -> int:
         """Stores one transition (obs and next_obs: (4, 84, 84) stacks) and returns its slot.
 
         reward is stored clipped to its sign; terminal (game over or life lost) stops the bootstrap; game_over
         (terminated or truncated) says that the next transition starts a new game, with a reset obs.
         Within a game, obs must be the previous next_obs: only the first obs of a game is read.
+        is_transition=False (a forced FIRE after a lost life) stores the step's frame, so that the stacks around it
+        stay exact, but no transition that starts at its slot can be sampled.
         """
         if self.starting_game:
             if obs[:-1].any():
@@ -320,8 +349,8 @@ class ReplayBuffer:
         self.actions[slot] = action
         self.rewards[slot] = np.sign(reward)
         self.terminals[slot] = terminal
-        self.valid[slot] = True
-        self.num_transitions += 1
+        self.valid[slot] = bool(is_transition)
+        self.num_transitions += bool(is_transition)
         self.starting_game = bool(game_over)
         return slot
 
@@ -373,12 +402,14 @@ def td_loss(q_values, actions, targets) -> tuple[torch.Tensor, torch.Tensor]:
     return F.mse_loss(targets, q_taken), q_taken
 
 
-def evaluate(q_network: nn.Module, envs, episodes: int, epsilon: float, device: torch.device, seed: int) -> list:
-    """Plays `episodes` full games epsilon-greedily with one env; returns their raw scores."""
+def evaluate(
+    q_network: nn.Module, envs, episodes: int, epsilon: float, device: torch.device, seed: int, fire_action=None
+) -> list:
+    """Plays `episodes` full games epsilon-greedily with one env (FIRE after a lost life, given fire_action)."""
     rng = np.random.default_rng(seed)
     num_actions = envs.single_action_space.n
     obs, info = envs.reset(seed=seed)
-    tracker = EpisodeTracker(1, info["lives"])
+    tracker = EpisodeTracker(1, info["lives"], fire_action)
     scores = []
     while len(scores) < episodes:
         if rng.random() < epsilon:
@@ -386,7 +417,7 @@ def evaluate(q_network: nn.Module, envs, episodes: int, epsilon: float, device: 
         else:
             with torch.no_grad():
                 actions = q_network(torch.from_numpy(obs).to(device)).argmax(1).cpu().numpy()
-        obs, rewards, terminations, truncations, info = envs.step(actions)
+        obs, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
         _, _, finished = tracker.step(rewards, terminations, truncations, info["lives"])
         scores += [score for _, score, _ in finished]
     return scores
@@ -476,8 +507,9 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
-    envs = make_env(args.env_id, args.num_envs, args.max_episode_frames)
+    envs = make_env(args.env_id, args.num_envs, args.max_episode_frames, args.repeat_action_probability)
     num_actions = envs.single_action_space.n
+    fire_action = find_fire_action(envs) if args.fire_on_life_loss else None  # pressed after every lost life
 
     # ALGO LOGIC: the Q-network, its target network, the optimizer and the replay memory
     q_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
@@ -489,20 +521,14 @@ if __name__ == "__main__":
 
     # TRY NOT TO MODIFY: start the game
     obs, info = envs.reset(seed=args.seed)
-    tracker = EpisodeTracker(args.num_envs, info["lives"])
+    tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     recent_returns = deque(maxlen=20)
     start_time = last_print = time.time()
     next_diagnostics_step = args.diagnostics_interval
     global_step = 0
     try:
         while global_step < args.total_timesteps:
-            if tracker.resetting[0]:
-                # NEXT_STEP autoreset: the step after a game ends only starts the next game (its action is
-                # ignored). It is no transition: nothing is stored or learned, and global_step does not count it.
-                obs, rewards, terminations, truncations, info = envs.step(np.zeros(1, dtype=np.int64))
-                tracker.step(rewards, terminations, truncations, info["lives"])
-                continue
-            global_step += 1
+            global_step += 1  # every env step, the reset and forced FIRE steps included
 
             # ALGO LOGIC: epsilon-greedy action
             epsilon = linear_schedule(
@@ -514,7 +540,10 @@ if __name__ == "__main__":
                 with torch.no_grad():
                     q_values = q_network(torch.from_numpy(obs).to(device))
                 actions = q_values.argmax(1).cpu().numpy()
-            envs.send(actions)  # the env steps in its own C++ thread while the Q-network learns below
+            # the env steps in its own C++ thread while the Q-network learns below. Two steps are not the agent's: a
+            # forced FIRE after a lost life plays FIRE instead, and the reset step after a game ends (NEXT_STEP
+            # autoreset) ignores the action
+            envs.send(tracker.with_forced_fire(actions))
 
             # ALGO LOGIC: training (from the transitions stored so far)
             if global_step > args.learning_starts and global_step % args.train_frequency == 0:
@@ -542,8 +571,9 @@ if __name__ == "__main__":
                     for target_param, param in zip(target_network.parameters(), q_network.parameters()):
                         target_param.lerp_(param, args.tau)
 
+            resetting = tracker.resetting[0]
             next_obs, rewards, terminations, truncations, info = envs.recv()
-            _, life_lost, finished = tracker.step(rewards, terminations, truncations, info["lives"])
+            is_transition, life_lost, finished = tracker.step(rewards, terminations, truncations, info["lives"])
             for _, score, length in finished:
                 recent_returns.append(score)
                 writer.add_scalar("charts/episodic_return", score, global_step)
@@ -551,15 +581,18 @@ if __name__ == "__main__":
 
             # ALGO LOGIC: store the transition. A lost life is terminal for the TD target while the game goes on
             # (next_obs continues the same frame stack); a time-limit truncation is not terminal (next_obs is the
-            # true final obs); either end of the game makes the next stored obs a new game's reset obs.
-            rb.add(
-                obs[0],
-                next_obs[0],
-                actions[0],
-                rewards[0],
-                terminal=terminations[0] or life_lost[0],
-                game_over=terminations[0] or truncations[0],
-            )
+            # true final obs); either end of the game makes the next stored obs a new game's reset obs. A forced
+            # FIRE's frame is stored (the stacks after it need it) as no transition; a reset step stores nothing.
+            if not resetting:
+                rb.add(
+                    obs[0],
+                    next_obs[0],
+                    actions[0],
+                    rewards[0],
+                    terminal=terminations[0] or life_lost[0],
+                    game_over=terminations[0] or truncations[0],
+                    is_transition=is_transition[0],
+                )
             obs = next_obs
 
             # diagnostics on states sampled from the replay memory (skipped while it holds too few)
@@ -601,8 +634,8 @@ if __name__ == "__main__":
         if args.eval_episodes > 0:
             eval_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
             eval_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
-            eval_envs = make_env(args.env_id, 1, args.max_episode_frames)
-            scores = evaluate(eval_network, eval_envs, args.eval_episodes, 0.01, device, seed=args.seed + 1)
+            eval_envs = make_env(args.env_id, 1, args.max_episode_frames, args.repeat_action_probability)
+            scores = evaluate(eval_network, eval_envs, args.eval_episodes, 0.01, device, args.seed + 1, fire_action)
             for episode, score in enumerate(scores):
                 writer.add_scalar("eval/episodic_return", score, episode)
             print(f"evaluation: mean return {np.mean(scores):.1f} over {len(scores)} games (epsilon 0.01)")

@@ -63,6 +63,10 @@ class Args:
     """total agent steps of the experiment (one step = 4 frames)"""
     max_episode_frames: int = 108_000
     """the time limit of a game in frames (108,000 frames = 30 minutes of play; small values make short tests)"""
+    fire_on_life_loss: bool = True
+    """if toggled, FIRE is pressed for the agent after every lost life, as the references do (games with FIRE only). The forced step is not the agent's: nothing learns from it and episodic_length (agent steps) leaves it out, but its reward is in the score and global_step counts it, as it counts every env step (reset steps too)"""
+    repeat_action_probability: float = 0.0
+    """sticky actions: the chance that an env repeats its previous action instead (0 as in the references; 0.25 is the protocol of Machado et al. 2018 and the -v5 default)"""
     learning_rate: float = 2.5e-4
     """the learning rate of the optimizer (Adam, eps 1e-5)"""
     num_envs: int = 8
@@ -129,14 +133,15 @@ def atari_game(env_id: str) -> str:
     return game
 
 
-def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000):
+def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repeat_action_probability: float = 0.0):
     """ale-py's C++ vector env with the usual Atari preprocessing.
 
     Frame skip 4 with a max-pool of the last two frames, 84x84 grayscale, stacks of 4 frames (zero-padded at a
-    game's start), up to 30 no-op starts, FIRE at reset where the game needs it, no sticky actions, and a time
-    limit of max_episode_frames frames. Rewards come raw (full-game scores are kept; learning clips them to their
-    sign), a lost life is not an episode end here (the loop detects it from info["lives"]), and NEXT_STEP
-    autoreset means the step after an episode end only resets that env. Seed it with envs.reset(seed=...).
+    game's start), up to 30 no-op starts, FIRE at reset where the game needs it, sticky actions with
+    repeat_action_probability (0: none), and a time limit of max_episode_frames frames. Rewards come raw
+    (full-game scores are kept; learning clips them to their sign), a lost life is not an episode end here (the
+    loop detects it from info["lives"] and presses FIRE after it through EpisodeTracker), and NEXT_STEP autoreset
+    means the step after an episode end only resets that env. Seed it with envs.reset(seed=...).
     """
     from ale_py.vector_env import AtariVectorEnv
 
@@ -151,7 +156,7 @@ def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000):
         stack_num=4,
         noop_max=30,
         use_fire_reset=True,
-        repeat_action_probability=0.0,
+        repeat_action_probability=repeat_action_probability,
         max_num_frames_per_episode=max_episode_frames,
         reward_clipping=False,
         episodic_life=False,
@@ -160,35 +165,57 @@ def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000):
     return envs
 
 
+def find_fire_action(envs) -> int | None:
+    """The index of FIRE in the env's action set, or None when the game has no FIRE."""
+    from ale_py import Action
+
+    action_set = list(envs.ale.get_action_set())
+    return action_set.index(Action.FIRE) if Action.FIRE in action_set else None
+
+
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
 
 
 class EpisodeTracker:
-    """Per-env bookkeeping of ale-py's vector env: raw full-game scores, lost lives and reset steps.
+    """Per-env bookkeeping of ale-py's vector env: raw full-game scores, lost lives, reset and forced FIRE steps.
 
     A game's score adds up over all its lives; a lost life is terminal for learning only. With NEXT_STEP
     autoreset, the step after a game ends (terminated or truncated) only resets that env: it is no transition.
+    Given the game's fire_action (the references' protocol), the step after a lost life that did not end the game
+    is a forced FIRE, which serves the next ball: the loop plays it by sending with_forced_fire(actions). It is no
+    transition either (not the agent's action: nothing learns from it and episodic_length leaves it out), but its
+    reward counts in the game's score.
     """
 
-    def __init__(self, num_envs: int, lives: np.ndarray):
+    def __init__(self, num_envs: int, lives: np.ndarray, fire_action: int | None = None):
         self.lives = lives.copy()
         self.returns = np.zeros(num_envs, dtype=np.float64)
         self.lengths = np.zeros(num_envs, dtype=np.int64)
         self.resetting = np.zeros(num_envs, dtype=bool)
+        self.fire_action = fire_action
+        self.forced_fire = np.zeros(num_envs, dtype=bool)  # the envs whose next step is a forced FIRE
+
+    def with_forced_fire(self, actions: np.ndarray) -> np.ndarray:
+        """The actions to send: FIRE in the envs whose step is a forced FIRE, the agent's actions elsewhere."""
+        if self.fire_action is None:
+            return actions
+        return np.where(self.forced_fire, self.fire_action, actions).astype(actions.dtype)
 
     def step(self, rewards, terminations, truncations, lives):
         """Returns (is_transition, life_lost, finished) where finished lists (env, score, length) of ended games."""
-        is_transition = ~self.resetting
-        life_lost = is_transition & (lives < self.lives)
+        in_game = ~self.resetting  # the agent's steps and the forced FIRE steps
+        is_transition = in_game & ~self.forced_fire
+        lost = in_game & (lives < self.lives)
         self.lives = lives.copy()
-        self.returns += rewards * is_transition
+        self.returns += rewards * in_game
         self.lengths += is_transition
-        game_over = is_transition & (terminations | truncations)
+        game_over = in_game & (terminations | truncations)
         finished = [(int(i), float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(game_over)]
         self.returns[game_over] = 0.0
         self.lengths[game_over] = 0
         self.resetting = game_over
-        return is_transition, life_lost, finished
+        self.forced_fire = lost & ~game_over & (self.fire_action is not None)
+        return is_transition, lost & is_transition, finished
 
 
 class Agent(nn.Module):
@@ -411,8 +438,9 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
-    envs = make_env(args.env_id, args.num_envs, args.max_episode_frames)
+    envs = make_env(args.env_id, args.num_envs, args.max_episode_frames, args.repeat_action_probability)
     num_actions = envs.single_action_space.n
+    fire_action = find_fire_action(envs) if args.fire_on_life_loss else None  # pressed after every lost life
 
     agent = Agent(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
@@ -432,7 +460,7 @@ if __name__ == "__main__":
     # TRY NOT TO MODIFY: start the game
     next_obs, info = envs.reset(seed=args.seed)
     next_obs = torch.from_numpy(next_obs).to(device)
-    tracker = EpisodeTracker(args.num_envs, info["lives"])
+    tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     recent_returns = deque(maxlen=20)
     start_time = last_print = time.time()
     next_diagnostics_step = args.diagnostics_interval
@@ -456,12 +484,13 @@ if __name__ == "__main__":
                 logprobs[step] = logprob
 
                 # TRY NOT TO MODIFY: execute the game and log data (the one host copy of the step: the actions)
-                next_obs, reward, terminations, truncations, info = envs.step(action.cpu().numpy())
+                env_actions = tracker.with_forced_fire(action.cpu().numpy())  # FIRE after a lost life, if forced
+                next_obs, reward, terminations, truncations, info = envs.step(env_actions)
                 is_transition, life_lost, finished = tracker.step(reward, terminations, truncations, info["lives"])
                 rewards[step] = np.sign(reward)  # rewards clipped to their sign for learning
                 # a lost life is terminal for learning; a game cut by the time limit is not: its next_obs is the
                 # game's true final observation, whose value the next (reset) step computes, and GAE bootstraps
-                # from it. The reset step itself is no transition (valid 0). See compute_gae.
+                # from it. The reset step and a forced FIRE step are no transitions (valid 0). See compute_gae.
                 terminals[step] = is_transition & (terminations | life_lost)
                 truncated[step] = is_transition & truncations
                 valid[step] = is_transition
@@ -484,7 +513,7 @@ if __name__ == "__main__":
             b_advantages = advantages.reshape(-1)
             b_returns = returns.reshape(-1)
             b_values = values.reshape(-1)
-            # only transitions enter the loss: the reset steps (a handful per rollout) are left out
+            # only transitions enter the loss: the reset and forced FIRE steps (a handful per rollout) are left out
             b_inds = torch.nonzero(is_valid.reshape(-1)).flatten()
 
             # Optimizing the policy and value network
@@ -576,14 +605,17 @@ if __name__ == "__main__":
             eval_agent = Agent(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
             eval_agent.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
             eval_seed = args.seed + args.num_envs  # games the training envs did not start from
-            eval_envs = make_env(args.env_id, args.eval_episodes, args.max_episode_frames)
+            eval_envs = make_env(
+                args.env_id, args.eval_episodes, args.max_episode_frames, args.repeat_action_probability
+            )
             eval_obs, eval_info = eval_envs.reset(seed=eval_seed)
-            eval_tracker = EpisodeTracker(args.eval_episodes, eval_info["lives"])
+            eval_tracker = EpisodeTracker(args.eval_episodes, eval_info["lives"], fire_action)
             scores = [None] * args.eval_episodes
             while None in scores:
                 with torch.no_grad():
                     eval_actions, _, _, _ = eval_agent.get_action_and_value(torch.from_numpy(eval_obs).to(device))
-                eval_obs, reward, terminations, truncations, eval_info = eval_envs.step(eval_actions.cpu().numpy())
+                eval_actions = eval_tracker.with_forced_fire(eval_actions.cpu().numpy())
+                eval_obs, reward, terminations, truncations, eval_info = eval_envs.step(eval_actions)
                 _, _, finished = eval_tracker.step(reward, terminations, truncations, eval_info["lives"])
                 for env, score, _ in finished:
                     if scores[env] is None:

@@ -61,6 +61,10 @@ class Args:
     """total agent steps of the experiment (one step = 4 frames)"""
     max_episode_frames: int = 108_000
     """the time limit of a game in frames (108,000 frames = 30 minutes of play; small values make short tests)"""
+    fire_on_life_loss: bool = True
+    """if toggled, FIRE is pressed for the agent after every lost life, as the references do (games with FIRE only). The forced step is not the agent's: nothing learns from it and episodic_length (agent steps) leaves it out, but its reward is in the score and global_step counts it, as it counts every env step (reset steps too)"""
+    repeat_action_probability: float = 0.0
+    """sticky actions: the chance that an env repeats its previous action instead (0 as in the references; 0.25 is the protocol of Machado et al. 2018 and the -v5 default)"""
     learning_rate: float = 2.5e-4
     """the learning rate of the RAdam optimizer"""
     num_envs: int = 128
@@ -129,14 +133,15 @@ def atari_game(env_id: str) -> str:
     return game
 
 
-def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000):
+def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repeat_action_probability: float = 0.0):
     """ale-py's C++ vector env with the usual Atari preprocessing.
 
     Frame skip 4 with a max-pool of the last two frames, 84x84 grayscale, stacks of 4 frames (zero-padded at a
-    game's start), up to 30 no-op starts, FIRE at reset where the game needs it, no sticky actions, and a time
-    limit of max_episode_frames frames. Rewards come raw (full-game scores are kept; learning clips them to their
-    sign), a lost life is not an episode end here (the loop detects it from info["lives"]), and NEXT_STEP
-    autoreset means the step after an episode end only resets that env. Seed it with envs.reset(seed=...).
+    game's start), up to 30 no-op starts, FIRE at reset where the game needs it, sticky actions with
+    repeat_action_probability (0: none), and a time limit of max_episode_frames frames. Rewards come raw
+    (full-game scores are kept; learning clips them to their sign), a lost life is not an episode end here (the
+    loop detects it from info["lives"] and presses FIRE after it through EpisodeTracker), and NEXT_STEP autoreset
+    means the step after an episode end only resets that env. Seed it with envs.reset(seed=...).
     """
     from ale_py.vector_env import AtariVectorEnv
 
@@ -151,7 +156,7 @@ def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000):
         stack_num=4,
         noop_max=30,
         use_fire_reset=True,
-        repeat_action_probability=0.0,
+        repeat_action_probability=repeat_action_probability,
         max_num_frames_per_episode=max_episode_frames,
         reward_clipping=False,
         episodic_life=False,
@@ -160,72 +165,113 @@ def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000):
     return envs
 
 
+def find_fire_action(envs) -> int | None:
+    """The index of FIRE in the env's action set, or None when the game has no FIRE."""
+    from ale_py import Action
+
+    action_set = list(envs.ale.get_action_set())
+    return action_set.index(Action.FIRE) if Action.FIRE in action_set else None
+
+
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
 
 
 class EpisodeTracker:
-    """Per-env bookkeeping of ale-py's vector env: raw full-game scores, lost lives and reset steps.
+    """Per-env bookkeeping of ale-py's vector env: raw full-game scores, lost lives, reset and forced FIRE steps.
 
     A game's score adds up over all its lives; a lost life is terminal for learning only. With NEXT_STEP
     autoreset, the step after a game ends (terminated or truncated) only resets that env: it is no transition.
+    Given the game's fire_action (the references' protocol), the step after a lost life that did not end the game
+    is a forced FIRE, which serves the next ball: the loop plays it by sending with_forced_fire(actions). It is no
+    transition either (not the agent's action: nothing learns from it and episodic_length leaves it out), but its
+    reward counts in the game's score.
     """
 
-    def __init__(self, num_envs: int, lives: np.ndarray):
+    def __init__(self, num_envs: int, lives: np.ndarray, fire_action: int | None = None):
         self.lives = lives.copy()
         self.returns = np.zeros(num_envs, dtype=np.float64)
         self.lengths = np.zeros(num_envs, dtype=np.int64)
         self.resetting = np.zeros(num_envs, dtype=bool)
+        self.fire_action = fire_action
+        self.forced_fire = np.zeros(num_envs, dtype=bool)  # the envs whose next step is a forced FIRE
+
+    def with_forced_fire(self, actions: np.ndarray) -> np.ndarray:
+        """The actions to send: FIRE in the envs whose step is a forced FIRE, the agent's actions elsewhere."""
+        if self.fire_action is None:
+            return actions
+        return np.where(self.forced_fire, self.fire_action, actions).astype(actions.dtype)
 
     def step(self, rewards, terminations, truncations, lives):
         """Returns (is_transition, life_lost, finished) where finished lists (env, score, length) of ended games."""
-        is_transition = ~self.resetting
-        life_lost = is_transition & (lives < self.lives)
+        in_game = ~self.resetting  # the agent's steps and the forced FIRE steps
+        is_transition = in_game & ~self.forced_fire
+        lost = in_game & (lives < self.lives)
         self.lives = lives.copy()
-        self.returns += rewards * is_transition
+        self.returns += rewards * in_game
         self.lengths += is_transition
-        game_over = is_transition & (terminations | truncations)
+        game_over = in_game & (terminations | truncations)
         finished = [(int(i), float(self.returns[i]), int(self.lengths[i])) for i in np.flatnonzero(game_over)]
         self.returns[game_over] = 0.0
         self.lengths[game_over] = 0
         self.resetting = game_over
-        return is_transition, life_lost, finished
+        self.forced_fire = lost & ~game_over & (self.fire_action is not None)
+        return is_transition, lost & is_transition, finished
+
+
+def flax_init_(weight: torch.Tensor, scale: float) -> None:
+    """flax's variance_scaling(scale, "fan_in", "truncated_normal"): a normal cut at two of its standard deviations,
+    widened so that the weights' std is sqrt(scale / fan_in). scale 2 is He-normal, 1 is LeCun-normal."""
+    fan_in = weight[0].numel()  # a conv's input channels x kernel area, a linear layer's inputs
+    std = (scale / fan_in) ** 0.5 / 0.87962566103423978  # the std of a standard normal cut at +-2
+    nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
 
 
 class QNetwork(nn.Module):
     """Nature-CNN convolutions (ReLU) -> representation -> one Q-value per action, LayerNorm before every activation.
 
     The representation is the paper's Hadamard product act(LN(W1 z + b1)) * act(LN(W2 z + b2)) of two independently
-    parameterised layers; with hadamard=False it is the plain layer act(LN(W z + b)). As in CleanRL's PyTorch PQN,
-    a conv output is normalised over all its (channels, height, width) values. PyTorch's default initialisation.
+    parameterised layers; with hadamard=False it is the plain layer act(LN(W z + b)). Built as purejaxql builds PQN's
+    network: a conv output is normalised over its channels at each position (flax's LayerNorm on NHWC), with a
+    learnt scale and shift per channel (epsilon 1e-6, flax's); He-normal convs and hidden layer (both Hadamard
+    branches), a LeCun-normal Q head (flax's default), all biases zero.
     """
 
     def __init__(self, num_actions: int, activation: str = "tanh", hadamard: bool = True, hidden_dim: int = 512):
         super().__init__()
         self.conv1 = nn.Conv2d(4, 32, 8, stride=4)
-        self.conv1_norm = nn.LayerNorm([32, 20, 20])
+        self.conv1_norm = nn.LayerNorm(32, eps=1e-6)
         self.conv2 = nn.Conv2d(32, 64, 4, stride=2)
-        self.conv2_norm = nn.LayerNorm([64, 9, 9])
+        self.conv2_norm = nn.LayerNorm(64, eps=1e-6)
         self.conv3 = nn.Conv2d(64, 64, 3, stride=1)
-        self.conv3_norm = nn.LayerNorm([64, 7, 7])
+        self.conv3_norm = nn.LayerNorm(64, eps=1e-6)
         self.act = ACTIVATIONS[activation]
         self.hadamard = hadamard
         if hadamard:
             self.hadamard_a = nn.Linear(64 * 7 * 7, hidden_dim)
-            self.hadamard_a_norm = nn.LayerNorm(hidden_dim)
+            self.hadamard_a_norm = nn.LayerNorm(hidden_dim, eps=1e-6)
             self.hadamard_b = nn.Linear(64 * 7 * 7, hidden_dim)
-            self.hadamard_b_norm = nn.LayerNorm(hidden_dim)
+            self.hadamard_b_norm = nn.LayerNorm(hidden_dim, eps=1e-6)
         else:
             self.dense = nn.Linear(64 * 7 * 7, hidden_dim)
-            self.dense_norm = nn.LayerNorm(hidden_dim)
+            self.dense_norm = nn.LayerNorm(hidden_dim, eps=1e-6)
         self.q_head = nn.Linear(hidden_dim, num_actions)
+        for layer in self.modules():
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                flax_init_(layer.weight, 2.0 if layer is not self.q_head else 1.0)
+                nn.init.zeros_(layer.bias)
+
+    @staticmethod
+    def channel_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+        """LayerNorm over the channels at each position of an NCHW tensor."""
+        return norm(x.movedim(1, -1)).movedim(-1, 1)
 
     def layer_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Every hidden layer's output by name (diagnostics read these); the last one is the representation."""
         x = x / 255.0
         outputs = {}
-        outputs["conv1"] = x = F.relu(self.conv1_norm(self.conv1(x)))
-        outputs["conv2"] = x = F.relu(self.conv2_norm(self.conv2(x)))
-        outputs["conv3"] = x = F.relu(self.conv3_norm(self.conv3(x)))
+        outputs["conv1"] = x = F.relu(self.channel_norm(self.conv1_norm, self.conv1(x)))
+        outputs["conv2"] = x = F.relu(self.channel_norm(self.conv2_norm, self.conv2(x)))
+        outputs["conv3"] = x = F.relu(self.channel_norm(self.conv3_norm, self.conv3(x)))
         z = x.flatten(1)
         if self.hadamard:
             outputs["hadamard_a"] = a = self.act(self.hadamard_a_norm(self.hadamard_a(z)))
@@ -276,9 +322,10 @@ def q_lambda_returns(
 
     rewards, dones (1 where a life was lost or the game ended at step t) and is_transition are (T + 1, num_envs);
     max_q (T + 2, num_envs) holds maxQ(s_t) cached during the rollout and, last, maxQ(s_{T+1}) of the obs after it.
-    Where step t + 1 is no transition (the reset step after a game ended), G_{t+1} is replaced by maxQ(s_{t+1}),
-    the max-Q of the game's final obs: the recursion stops there, and a truncated game bootstraps from its final
-    obs. The reset step's own target is meaningless; the loss masks it. lambda = 0 gives the one-step targets.
+    Where step t + 1 is no transition (the reset step after a game ended, or a forced FIRE after a lost life),
+    G_{t+1} is replaced by maxQ(s_{t+1}), the max-Q of the obs step t returned: the recursion stops there, and a
+    truncated game bootstraps from its final obs. Such a step's own target is meaningless; the loss masks it.
+    lambda = 0 gives the one-step targets.
     """
     returns = torch.zeros_like(rewards)
     next_return = max_q[-1]
@@ -385,8 +432,9 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
-    envs = make_env(args.env_id, args.num_envs, args.max_episode_frames)
+    envs = make_env(args.env_id, args.num_envs, args.max_episode_frames, args.repeat_action_probability)
     num_actions = envs.single_action_space.n
+    fire_action = find_fire_action(envs) if args.fire_on_life_loss else None  # pressed after every lost life
 
     network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
     # foreach: the multi-tensor update, which PyTorch picks by itself on GPUs but not on CPUs (3x faster there)
@@ -405,7 +453,7 @@ if __name__ == "__main__":
 
     # TRY NOT TO MODIFY: start the game
     obs_np, info = envs.reset(seed=args.seed)
-    tracker = EpisodeTracker(args.num_envs, info["lives"])
+    tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     recent_returns = deque(maxlen=20)
     start_time = last_print = time.time()
     next_diagnostics_step = args.diagnostics_interval
@@ -432,7 +480,7 @@ if __name__ == "__main__":
 
                 # TRY NOT TO MODIFY: send the actions (the one copy to the host per step); the envs play them in
                 # their own threads while the device stores this step, then the results come back
-                envs.send(action.cpu().numpy())
+                envs.send(tracker.with_forced_fire(action.cpu().numpy()))  # FIRE after a lost life, if forced
                 obs[step] = next_obs
                 actions[step] = action
                 max_q[step] = best_q
@@ -463,7 +511,7 @@ if __name__ == "__main__":
                     args.q_lambda,
                 )
 
-            # flatten the rollout; reset steps are no transitions and weigh 0 in the loss
+            # flatten the rollout; reset and forced FIRE steps are no transitions and weigh 0 in the loss
             b_obs = obs.flatten(0, 1)
             b_actions = actions.flatten()
             b_returns = returns.flatten()
@@ -525,9 +573,11 @@ if __name__ == "__main__":
         if args.eval_episodes > 0:
             eval_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
             eval_network.load_state_dict(torch.load(model_path, weights_only=True))
-            eval_envs = make_env(args.env_id, args.eval_episodes, args.max_episode_frames)
+            eval_envs = make_env(
+                args.env_id, args.eval_episodes, args.max_episode_frames, args.repeat_action_probability
+            )
             eval_obs, eval_info = eval_envs.reset(seed=args.seed + args.num_envs)
-            eval_tracker = EpisodeTracker(args.eval_episodes, eval_info["lives"])
+            eval_tracker = EpisodeTracker(args.eval_episodes, eval_info["lives"], fire_action)
             eval_returns = np.full(args.eval_episodes, np.nan)
             while np.isnan(eval_returns).any():
                 with torch.no_grad():
@@ -535,7 +585,8 @@ if __name__ == "__main__":
                 explore = torch.rand(args.eval_episodes, device=device) < args.end_e
                 random_actions = torch.randint(num_actions, (args.eval_episodes,), device=device)
                 action = torch.where(explore, random_actions, q_values.argmax(dim=1))
-                eval_obs, reward, termination, truncation, eval_info = eval_envs.step(action.cpu().numpy())
+                action = eval_tracker.with_forced_fire(action.cpu().numpy())
+                eval_obs, reward, termination, truncation, eval_info = eval_envs.step(action)
                 _, _, finished = eval_tracker.step(reward, termination, truncation, eval_info["lives"])
                 for env, score, _ in finished:
                     if np.isnan(eval_returns[env]):  # only each env's first game counts

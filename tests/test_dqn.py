@@ -28,16 +28,21 @@ SCRIPT = os.path.join(REPO_ROOT, "dqn_atari_hadamard.py")
 
 
 def test_replay_buffer_returns_exactly_the_stacks_the_env_gave():
-    """Random Breakout through a small circular buffer: every stored (obs, next_obs) is what the env returned."""
+    """Random Breakout through a small circular buffer: every stored (obs, next_obs) is what the env returned.
+
+    The agent never presses FIRE itself: the forced FIRE after each lost life serves the ball. Its frame is stored
+    (the stacks after it need it), but no transition starts on it.
+    """
     capacity = 300
     envs = dqn.make_env("Breakout-v5", 1, max_episode_frames=800)  # ~190 steps: some games time out
     obs, info = envs.reset(seed=3)
-    tracker = dqn.EpisodeTracker(1, info["lives"])
+    tracker = dqn.EpisodeTracker(1, info["lives"], dqn.find_fire_action(envs))
     rb = dqn.ReplayBuffer(capacity, seed=0)
     rng = np.random.default_rng(0)
     stored = {}  # slot -> what the env gave for the transition last stored there
     ends = []  # game_over flag of every stored transition, in order
-    seen = {"life_lost_mid_game": 0, "terminated": 0, "truncated": 0, "rewards": 0, "checks": 0}
+    seen = {"life_lost_mid_game": 0, "terminated": 0, "truncated": 0, "rewards": 0, "checks": 0, "forced": 0}
+    forced_slots = set()
 
     def check_everything_stored():
         slots = np.flatnonzero(rb.valid)
@@ -52,20 +57,28 @@ def test_replay_buffer_returns_exactly_the_stacks_the_env_gave():
         np.testing.assert_array_equal(got.actions, [stored[s][1] for s in slots])
         np.testing.assert_array_equal(got.rewards, [stored[s][2] for s in slots])
         np.testing.assert_array_equal(got.terminals, [stored[s][4] for s in slots])
-        # sampling draws only stored transitions, and sample() is get() of the sampled slots
-        assert rb.valid[rb.sample_slots(256)].all()
-        if len(ends) >= capacity:  # full: only games' final frames, the newest frame and the 3 oldest hold none
-            assert len(rb) >= capacity - 4 - sum(ends[-capacity:])
+        # sampling draws only stored transitions, never one that starts on a forced FIRE's frame
+        sampled = rb.sample_slots(256)
+        assert rb.valid[sampled].all() and not forced_slots & set(sampled.tolist())
+        if len(ends) >= capacity:  # full: only games' final frames, forced FIRE frames, the newest and 3 oldest
+            assert len(rb) >= capacity - 4 - sum(ends[-capacity:]) - len(forced_slots)
         seen["checks"] += 1
 
     for step in range(1500):
-        actions = rng.integers(0, 4, 1)
-        next_obs, rewards, terminations, truncations, info = envs.step(actions)
+        actions = rng.choice([0, 2, 3], 1)  # NOOP, RIGHT, LEFT
+        resetting = tracker.resetting[0]
+        next_obs, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
         is_transition, life_lost, _ = tracker.step(rewards, terminations, truncations, info["lives"])
+        game_over = bool(terminations[0] or truncations[0])
+        if not resetting and not is_transition[0]:  # a forced FIRE, stored as the training loop stores it
+            slot = rb.add(obs[0], next_obs[0], actions[0], rewards[0], False, game_over, is_transition=False)
+            forced_slots.add(slot)
+            seen["forced"] += 1
+            assert not rb.valid[slot]
         if is_transition[0]:
             terminal = bool(terminations[0] or life_lost[0])
-            game_over = bool(terminations[0] or truncations[0])
             slot = rb.add(obs[0], next_obs[0], actions[0], rewards[0], terminal, game_over)
+            forced_slots.discard(slot)
             stored[slot] = (obs[0].copy(), actions[0], np.sign(rewards[0]), next_obs[0].copy(), terminal)
             ends.append(game_over)
             seen["life_lost_mid_game"] += bool(life_lost[0] and not game_over)
@@ -79,7 +92,7 @@ def test_replay_buffer_returns_exactly_the_stacks_the_env_gave():
     envs.close()
     # the play went through what the buffer must get right
     assert seen["life_lost_mid_game"] >= 5 and seen["terminated"] >= 1 and seen["truncated"] >= 1
-    assert seen["rewards"] >= 1 and len(ends) > 4 * capacity and seen["checks"] > 40
+    assert seen["rewards"] >= 1 and len(ends) > 4 * capacity and seen["checks"] > 40 and seen["forced"] >= 5
 
 
 def test_replay_buffer_sample_is_vectorised_and_shaped():

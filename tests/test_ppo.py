@@ -19,7 +19,7 @@ torch.set_num_threads(1)
 import script_runs  # noqa: E402
 from script_runs import read_scalars  # noqa: E402
 
-from ppo_atari_hadamard import Agent, Args, check_args, compute_gae  # noqa: E402
+from ppo_atari_hadamard import Agent, Args, EpisodeTracker, check_args, compute_gae  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "ppo_atari_hadamard.py")
 TINY_ARGS = [
@@ -88,6 +88,44 @@ def test_gae_ignores_what_happens_on_a_reset_step():
     values[4, 0] = -50.0  # the value of a game-over's final observation is never a bootstrap
     after, _ = compute_gae(rewards, values, next_value, terminals, truncated, valid, 0.99, 0.95)
     torch.testing.assert_close(after, before)
+
+
+def forced_fire_rollout():
+    """One env, five steps, the flags built from EpisodeTracker exactly as the training loop builds them.
+
+    Step 1 loses a life; step 2 is the forced FIRE after it (no transition: its reward 7 is the game's, not the
+    agent's); steps 3 and 4 are the agent's again. values[t] = t + 1, next_value = 6.
+    """
+    tracker = EpisodeTracker(1, np.array([3]), fire_action=1)
+    raw_rewards, lives = [1.0, 0.0, 7.0, 1.0, 0.0], [3, 2, 2, 2, 2]
+    rewards, terminals, truncated, valid = (torch.zeros(5, 1) for _ in range(4))
+    no = np.zeros(1, dtype=bool)
+    for t in range(5):
+        forced = tracker.forced_fire[0]
+        is_transition, life_lost, _ = tracker.step(np.array([raw_rewards[t]]), no, no, np.array([lives[t]]))
+        assert forced == (t == 2)
+        rewards[t] = float(np.sign(raw_rewards[t]))
+        terminals[t] = float(is_transition[0] and life_lost[0])
+        truncated[t] = 0.0
+        valid[t] = float(is_transition[0])
+    values = torch.arange(1.0, 6.0)[:, None]
+    return rewards, values, torch.tensor([6.0]), terminals, truncated, valid
+
+
+def test_gae_never_runs_across_a_forced_fire_step():
+    rewards, values, next_value, terminals, truncated, valid = forced_fire_rollout()
+    assert valid[:, 0].tolist() == [1, 1, 0, 1, 1] and terminals[:, 0].tolist() == [0, 1, 0, 0, 0]
+    advantages, _ = compute_gae(rewards, values, next_value, terminals, truncated, valid, 0.5, 0.5)
+    a4 = 0 + 0.5 * 6 - 5  # = -2
+    a3 = (1 + 0.5 * 5 - 4) + 0.25 * a4  # = -1
+    a2 = 0.0  # the forced FIRE: no advantage (and out of the loss)
+    a1 = 0 - 2  # lost life: no bootstrap, the recursion is cut = -2
+    a0 = (1 + 0.5 * 2 - 1) + 0.25 * a1  # = 0.5
+    torch.testing.assert_close(advantages, torch.tensor([[a0], [a1], [a2], [a3], [a4]]))
+    # nothing about the forced step reaches another step's advantage
+    rewards[2], values[2] = -1.0, 100.0
+    again, _ = compute_gae(rewards, values, next_value, terminals, truncated, valid, 0.5, 0.5)
+    torch.testing.assert_close(again, advantages)
 
 
 def test_gae_without_episode_ends_is_the_usual_recursion():

@@ -54,6 +54,30 @@ def test_q_lambda_by_hand_with_life_loss_game_over_and_truncation():
     assert returns[0, 2].item() == pytest.approx(3.565)
 
 
+def test_q_lambda_never_runs_across_a_forced_fire_step():
+    """One env, five steps, the flags built from EpisodeTracker exactly as the training loop builds them: step 1
+    loses a life, step 2 is the forced FIRE after it (no transition; its reward 7 is the game's, not learnt from)."""
+    gamma, lam = 0.5, 0.5
+    tracker = pqn.EpisodeTracker(1, np.array([3]), fire_action=1)
+    no = np.zeros(1, dtype=bool)
+    rewards, dones, is_transition = torch.zeros(5, 1), torch.zeros(5, 1), torch.zeros(5, 1, dtype=torch.bool)
+    for t, (reward, lives) in enumerate(zip([1.0, 0.0, 7.0, 1.0, 0.0], [3, 2, 2, 2, 2])):
+        transition, life_lost, _ = tracker.step(np.array([reward]), no, no, np.array([lives]))
+        rewards[t], dones[t], is_transition[t] = float(np.sign(reward)), float(life_lost[0]), bool(transition[0])
+    assert is_transition[:, 0].tolist() == [True, True, False, True, True] and dones[:, 0].tolist() == [0, 1, 0, 0, 0]
+    max_q = torch.tensor([[10.0], [20.0], [30.0], [40.0], [50.0], [60.0]])
+    returns = pqn.q_lambda_returns(rewards, dones, max_q, is_transition, gamma, lam)
+    g4 = 0 + 0.5 * 60  # = 30
+    g3 = 1 + 0.5 * (0.5 * g4 + 0.5 * 50)  # = 21
+    g1 = 0.0  # lost life: no bootstrap
+    g0 = 1 + 0.5 * (0.5 * g1 + 0.5 * 20)  # = 6
+    assert [returns[t, 0].item() for t in (0, 1, 3, 4)] == pytest.approx([g0, g1, g3, g4])
+    # nothing about the forced step reaches another step's target (its own is masked out of the loss)
+    rewards[2], max_q[2] = -1.0, -100.0
+    again = pqn.q_lambda_returns(rewards, dones, max_q, is_transition, gamma, lam)
+    assert [again[t, 0].item() for t in (0, 1, 3, 4)] == pytest.approx([g0, g1, g3, g4])
+
+
 def test_q_lambda_without_episode_ends_is_the_reference_recursion():
     rewards = torch.tensor([[1.0], [2.0], [3.0]])
     dones = torch.zeros(3, 1)
@@ -124,10 +148,14 @@ def test_forward_equals_the_formula(hadamard):
 
     def conv(x, layer, norm):
         y = F.conv2d(x, layer.weight, layer.bias, stride=layer.stride)
-        return torch.relu(F.layer_norm(y, y.shape[1:], norm.weight, norm.bias))
+        # over the channels at each position, a scale and a shift per channel
+        mean = y.mean(dim=1, keepdim=True)
+        variance = y.var(dim=1, unbiased=False, keepdim=True)
+        normalised = (y - mean) / torch.sqrt(variance + 1e-6)
+        return torch.relu(normalised * norm.weight[:, None, None] + norm.bias[:, None, None])
 
     def branch(z, layer, norm):
-        return torch.tanh(F.layer_norm(z @ layer.weight.T + layer.bias, (64,), norm.weight, norm.bias))
+        return torch.tanh(F.layer_norm(z @ layer.weight.T + layer.bias, (64,), norm.weight, norm.bias, eps=1e-6))
 
     h = conv(x.float() / 255, network.conv1, network.conv1_norm)
     h = conv(h, network.conv2, network.conv2_norm)
@@ -153,11 +181,11 @@ def test_layer_norm_comes_before_every_activation():
         outputs = network.layer_outputs(random_obs(8))
     assert list(outputs) == ["conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "representation"]
     for name in ("conv1", "conv2", "conv3"):
-        # each conv output is normalised over all its (channels, height, width) values, then ReLU
+        # each conv output is normalised over its channels at each position (flax's LayerNorm on NHWC), then ReLU
         y = pre[name]
-        mean = y.mean(dim=(1, 2, 3), keepdim=True)
-        variance = y.var(dim=(1, 2, 3), unbiased=False, keepdim=True)
-        normalised = (y - mean) / torch.sqrt(variance + 1e-5)
+        mean = y.mean(dim=1, keepdim=True)
+        variance = y.var(dim=1, unbiased=False, keepdim=True)
+        normalised = (y - mean) / torch.sqrt(variance + 1e-6)
         torch.testing.assert_close(outputs[name], torch.relu(normalised), rtol=1e-4, atol=1e-5)
     for name in ("hadamard_a", "hadamard_b"):
         # each branch's pre-tanh is normalised per sample: atanh of the branch is mean 0, variance 1
@@ -165,7 +193,8 @@ def test_layer_norm_comes_before_every_activation():
         assert pre_tanh.mean(dim=1).abs().max() < 1e-3
         assert (pre_tanh.var(dim=1, unbiased=False) - 1).abs().max() < 1e-2
         # and it is the LayerNorm of that branch's own linear layer
-        torch.testing.assert_close(outputs[name], torch.tanh(F.layer_norm(pre[name], (64,))), rtol=1e-4, atol=1e-5)
+        expected = torch.tanh(F.layer_norm(pre[name], (64,), eps=1e-6))
+        torch.testing.assert_close(outputs[name], expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(outputs["representation"], outputs["hadamard_a"] * outputs["hadamard_b"])
 
 
@@ -183,10 +212,10 @@ def test_parameter_counts_of_the_variants():
         return sum(p.numel() for p in module.parameters())
 
     actions = 4
-    # each conv (weights + biases) and its LayerNorm (a scale and a shift per output value)
-    convs = (4 * 32 * 8 * 8 + 32) + 2 * 32 * 20 * 20
-    convs += (32 * 64 * 4 * 4 + 64) + 2 * 64 * 9 * 9
-    convs += (64 * 64 * 3 * 3 + 64) + 2 * 64 * 7 * 7
+    # each conv (weights + biases) and its LayerNorm (a scale and a shift per channel)
+    convs = (4 * 32 * 8 * 8 + 32) + 2 * 32
+    convs += (32 * 64 * 4 * 4 + 64) + 2 * 64
+    convs += (64 * 64 * 3 * 3 + 64) + 2 * 64
     dense_512 = 3136 * 512 + 512 + 2 * 512  # linear + its LayerNorm
     assert count(pqn.QNetwork(actions, "tanh", True, 512)) == convs + 2 * dense_512 + 512 * actions + actions
     assert count(pqn.QNetwork(actions, "tanh", False, 512)) == convs + dense_512 + 512 * actions + actions
@@ -195,6 +224,37 @@ def test_parameter_counts_of_the_variants():
     # the Hadamard layer and the 1024-wide plain layer have the same number of parameters (norms included)
     hadamard = pqn.QNetwork(actions, "tanh", True, 512)
     assert count(hadamard) - count(hadamard.q_head) == count(baseline) - count(baseline.q_head)
+    assert (count(hadamard), count(baseline)) == (3_294_692, 3_296_740)  # Breakout: the README's figures
+
+
+def test_layer_norm_shapes():
+    for hadamard, hidden_dim in ((True, 512), (False, 1024)):
+        network = pqn.QNetwork(4, "tanh", hadamard, hidden_dim)
+        norms = {name: module for name, module in network.named_modules() if isinstance(module, torch.nn.LayerNorm)}
+        expected = {"conv1_norm": 32, "conv2_norm": 64, "conv3_norm": 64}
+        expected.update({"hadamard_a_norm": 512, "hadamard_b_norm": 512} if hadamard else {"dense_norm": 1024})
+        assert {name: norm.normalized_shape for name, norm in norms.items()} == {
+            name: (size,) for name, size in expected.items()
+        }
+        for norm in norms.values():  # a learnt scale and shift per channel (per unit), flax's epsilon
+            assert norm.elementwise_affine and norm.weight.shape == norm.bias.shape == norm.normalized_shape
+            assert norm.eps == 1e-6
+
+
+def test_initial_weights_are_he_normal_with_a_lecun_normal_head_and_zero_biases():
+    torch.manual_seed(0)
+    network = pqn.QNetwork(18, "tanh", True, 512)
+    he_normal = ("conv1", "conv2", "conv3", "hadamard_a", "hadamard_b")
+    for name, layer in [(name, getattr(network, name)) for name in he_normal] + [("q_head", network.q_head)]:
+        fan_in = layer.weight[0].numel()
+        gain = 1.0 if name == "q_head" else 2.0
+        std = layer.weight.std().item()
+        assert abs(std / (gain / fan_in) ** 0.5 - 1) < 0.1, (name, std)
+        # flax's truncated normal: nothing beyond two standard deviations of the underlying normal
+        assert layer.weight.abs().max().item() <= 2 * (gain / fan_in) ** 0.5 / 0.8796 + 1e-6, name
+        assert (layer.bias == 0).all(), name
+    plain = pqn.QNetwork(18, "tanh", False, 1024)
+    assert abs(plain.dense.weight.std().item() / (2 / 3136) ** 0.5 - 1) < 0.1 and (plain.dense.bias == 0).all()
 
 
 def test_relu_without_hadamard_is_pqns_plain_network():
