@@ -556,9 +556,8 @@ def check_common_args(args: Args) -> None:
     require_positive(args, "total_timesteps", "max_episode_frames", "num_envs", "learning_rate", "hidden_dim")
     require_non_negative(args, "eval_episodes", "checkpoint_interval", "diagnostics_interval", "dormant_tau")
     require_fraction(args, "gamma")
-    highest_seed = (
-        2**31 - args.num_envs - args.eval_episodes
-    )  # game i is seeded with seed + i, which ale-py keeps < 2^31
+    # game i is seeded with seed + i (training's first, then the evaluation's), and ale-py takes seeds below 2^31
+    highest_seed = 2**31 - args.num_envs - args.eval_episodes
     if not 0 <= args.seed <= highest_seed:
         raise ValueError(f"--seed must lie in [0, {highest_seed}] (got {args.seed}): game i is seeded with seed + i")
     if not (math.isfinite(args.dead_threshold) and 0 < args.dead_threshold <= 1):
@@ -925,7 +924,6 @@ if __name__ == "__main__":
             f"continue with {resume}" if resume else "keeping what was logged"
         )
         end_run(run_dir, writer, global_step, "interrupted", message, signal_name=stop.signal_name)
-    scores = []
     if args.save_model and args.eval_episodes > 0:
         # evaluation: a fresh network loads the saved model and plays full games, epsilon-greedy with epsilon end_e
         eval_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
