@@ -15,6 +15,29 @@ def _replace_then_stop(source, target, *args, **kwargs):
 os.replace = _replace_then_stop
 """
 
+# SIGKILL (no handler, no last word) when the run saves again after its first checkpoint, just before the weights
+# are renamed into place; the TensorBoard writers are flushed first, so the run's logs go past that checkpoint
+KILLED_AFTER_FIRST_CHECKPOINT = """
+import os, signal
+from torch.utils import tensorboard
+_writers = []
+_init = tensorboard.SummaryWriter.__init__
+def _init_and_keep(self, *args, **kwargs):
+    _init(self, *args, **kwargs)
+    _writers.append(self)
+tensorboard.SummaryWriter.__init__ = _init_and_keep
+_replace = os.replace
+def _replace_or_die(source, target, *args, **kwargs):
+    if getattr(_replace_or_die, "armed", False) and str(target).endswith(".pt"):
+        for writer in _writers:
+            writer.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    _replace(source, target, *args, **kwargs)
+    if str(target).endswith("checkpoint.pt"):
+        _replace_or_die.armed = True
+os.replace = _replace_or_die
+"""
+
 # the first diagnostics capture fails as it would on a full disk
 FULL_DISK_AT_FIRST_CAPTURE = """
 import errno

@@ -1,6 +1,7 @@
 """Start-up checks: every bad argument stops a script with one line (`error: ...`) before any folder is made."""
 
 import importlib
+import json
 import os
 
 import pytest
@@ -124,3 +125,45 @@ def test_the_command_line_checks_before_any_folder(script, tmp_path):
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: --seed must lie in [0, ")
     assert os.listdir(tmp_path) == []
+
+
+def fake_run(tmp_path, script, status, files=()):
+    """A run folder as `script` leaves it: its args.json, its status.json and the given files."""
+    run_dir = tmp_path / "runs" / "a_run"
+    run_dir.mkdir(parents=True)
+    args = module(script).Args(**{"buffer_size": 1000, "diagnostics_samples": 512} if script == "dqn" else {})
+    with open(run_dir / "args.json", "w") as f:
+        json.dump(vars(args), f)
+    with open(run_dir / "status.json", "w") as f:
+        json.dump({"script": f"{script}_atari_hadamard.py", "status": status, "host": "elsewhere", "pid": 1}, f)
+    for name in files:
+        (run_dir / name).write_bytes(b"")
+    return str(run_dir)
+
+
+@pytest.mark.parametrize(
+    "status, files, extra, reason",
+    [
+        ("interrupted", ["checkpoint.pt"], ["--seed", "3"], "--seed cannot change"),
+        ("interrupted", ["checkpoint.pt"], ["--total-timesteps", "5"], "--total-timesteps cannot change"),
+        ("finished", ["ppo_atari_hadamard.pt"], [], "the run finished already"),
+        ("crashed", ["ppo_atari_hadamard.pt"], [], "no checkpoint to continue from"),
+        ("interrupted", ["checkpoint.pt"], ["--eval-only"], "the run saved no model"),
+    ],
+)
+def test_resume_refuses_what_it_cannot_continue(status, files, extra, reason, tmp_path, monkeypatch, capsys):
+    run_dir = fake_run(tmp_path, "ppo", status, files)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        module("ppo").parse_args(["--resume", run_dir, *extra])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: --resume") and reason in line, line
+
+
+def test_resume_takes_the_runs_own_arguments_and_refuses_another_scripts_run(tmp_path, capsys):
+    run_dir = fake_run(tmp_path, "dqn", "interrupted", ["checkpoint.pt"])
+    args = module("dqn").parse_args(["--resume", run_dir, "--eval-episodes", "3", "--no-cuda"])
+    assert args.buffer_size == 1000 and args.eval_episodes == 3 and not args.cuda and args.resume == run_dir
+    with pytest.raises(SystemExit):
+        module("pqn").parse_args(["--resume", run_dir])
+    assert "a run of dqn_atari_hadamard.py, not of pqn_atari_hadamard.py" in capsys.readouterr().err

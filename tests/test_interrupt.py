@@ -99,3 +99,13 @@ def test_signals_ask_for_a_stop_and_a_second_one_stops_at_once():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def test_a_failed_save_leaves_the_previous_file_whole(tmp_path):
+    import dqn_atari_hadamard as dqn
+
+    path = str(tmp_path / "model.pt")
+    dqn.atomic_save({"step": 1}, path)
+    with pytest.raises((AttributeError, TypeError, RuntimeError)):  # a lambda cannot be pickled
+        dqn.atomic_save({"step": 2, "unpicklable": lambda: None}, path)  # fails halfway through the write
+    assert torch.load(path, weights_only=True) == {"step": 1}

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from faults import STOP_AFTER_FIRST_CHECKPOINT, fault_folder
+from faults import KILLED_AFTER_FIRST_CHECKPOINT, STOP_AFTER_FIRST_CHECKPOINT, fault_folder
 from script_runs import REPO_ROOT, read_scalars, run_script
 
 TINY = {
@@ -39,23 +39,35 @@ def weights(run_dir, script):
     return torch.load(os.path.join(run_dir, f"{script}_atari_hadamard.pt"), weights_only=True)
 
 
-@pytest.mark.parametrize("script", ["dqn", "ppo", "pqn"])
-def test_a_stopped_and_resumed_run_continues_the_same_experiment(script, tmp_path):
+# SIGTERM: the run stops at its first checkpoint and says so; SIGKILL: it dies without a word at its next save,
+# its logs reaching past the checkpoint, which the resumed run must hide
+STOPS = [("dqn", "SIGTERM"), ("ppo", "SIGTERM"), ("pqn", "SIGTERM"), ("dqn", "SIGKILL")]
+
+
+@pytest.mark.parametrize("script, stop", STOPS)
+def test_a_stopped_and_resumed_run_continues_the_same_experiment(script, stop, tmp_path):
     args = f"{TINY[script]} {COMMON} --checkpoint-interval {CHECKPOINT[script]}".split()
     (tmp_path / "whole").mkdir()
     (tmp_path / "stopped").mkdir()
     whole = run(script, tmp_path / "whole", args)
     assert whole.returncode == 0, whole.stderr[-3000:]
-    stopped = run(script, tmp_path / "stopped", args, paths=[fault_folder(tmp_path, STOP_AFTER_FIRST_CHECKPOINT)])
-    assert stopped.returncode == 75, stopped.stderr[-3000:]
+    fault = STOP_AFTER_FIRST_CHECKPOINT if stop == "SIGTERM" else KILLED_AFTER_FIRST_CHECKPOINT
+    stopped = run(script, tmp_path / "stopped", args, paths=[fault_folder(tmp_path, fault)])
     (whole_dir,) = (tmp_path / "whole" / "runs").iterdir()
     (run_dir,) = (tmp_path / "stopped" / "runs").iterdir()
     with open(run_dir / "status.json") as f:
-        assert json.load(f)["step"] == CHECKPOINT[script]
+        status = json.load(f)
+    if stop == "SIGTERM":
+        assert stopped.returncode == 75 and status["status"] == "interrupted", stopped.stderr[-3000:]
+        assert status["step"] == CHECKPOINT[script]
+    else:
+        assert stopped.returncode == -9 and status["status"] == "running", stopped.stderr[-3000:]
+        assert max(step for values in logged(run_dir).values() for step, _ in values) > CHECKPOINT[script]
+    assert status["checkpoint_step"] == CHECKPOINT[script]
     twin_dir = tmp_path / "twin" / "runs" / run_dir.name
     shutil.copytree(run_dir, twin_dir)
 
-    for folder in (run_dir, twin_dir):
+    for folder in (run_dir, twin_dir)[: 2 if stop == "SIGTERM" else 1]:
         resumed = run(script, folder.parent.parent, ["--resume", f"runs/{run_dir.name}"])
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert f"resumed at step {CHECKPOINT[script]}" in resumed.stdout
@@ -77,10 +89,23 @@ def test_a_stopped_and_resumed_run_continues_the_same_experiment(script, tmp_pat
     assert max(step for values in got.values() for step, _ in values) == TOTAL[script]
 
     # the resumed part plays fresh games, so it is not the uninterrupted run's; resuming is itself reproducible
+    if stop == "SIGKILL":
+        return
     assert logged(twin_dir) == got
     twin, final = weights(twin_dir, script), weights(run_dir, script)
     assert all(torch.equal(twin[name], final[name]) for name in final)
     assert final.keys() == weights(whole_dir, script).keys()
+
+    if script == "pqn":  # the finished run's model evaluated on its own
+        evaluated = run(
+            script, tmp_path / "stopped", ["--resume", f"runs/{run_dir.name}", "--eval-only", "--eval-episodes", "2"]
+        )
+        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+        assert "evaluation: game 2/2 returned" in evaluated.stdout
+        with open(run_dir / "status.json") as f:
+            status = json.load(f)
+        assert status["status"] == "finished" and len(status["evaluation"]["returns"]) == 2
+        assert len(logged(run_dir)["eval/episodic_return"]) == 1 + 2  # the run's own game, then these two
 
 
 def test_the_replay_memory_the_tracker_and_the_generators_come_back_exactly():
