@@ -38,6 +38,17 @@ def _replace_or_die(source, target, *args, **kwargs):
 os.replace = _replace_or_die
 """
 
+# SIGTERM as soon as the evaluation reports its first game
+STOP_AFTER_FIRST_EVALUATION_GAME = """
+import builtins, os, signal
+_print = builtins.print
+def _print_then_stop(*args, **kwargs):
+    _print(*args, **kwargs)
+    if args and str(args[0]).startswith("evaluation: game 1/"):
+        os.kill(os.getpid(), signal.SIGTERM)
+builtins.print = _print_then_stop
+"""
+
 # the first diagnostics capture fails as it would on a full disk
 FULL_DISK_AT_FIRST_CAPTURE = """
 import errno

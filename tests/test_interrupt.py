@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from faults import FULL_DISK_AT_FIRST_CAPTURE, fault_folder
+from faults import FULL_DISK_AT_FIRST_CAPTURE, STOP_AFTER_FIRST_EVALUATION_GAME, fault_folder
 from script_runs import REPO_ROOT, read_scalars, run_script, script_env
 
 SMALL = {
@@ -109,3 +109,22 @@ def test_a_failed_save_leaves_the_previous_file_whole(tmp_path):
     with pytest.raises((AttributeError, TypeError, RuntimeError)):  # a lambda cannot be pickled
         dqn.atomic_save({"step": 2, "unpicklable": lambda: None}, path)  # fails halfway through the write
     assert torch.load(path, weights_only=True) == {"step": 1}
+
+
+def test_a_signal_during_the_evaluation_keeps_the_games_played(tmp_path):
+    args = ["--env-id", "Pong-v5", "--total-timesteps", "128", "--hidden-dim", "32", "--diagnostics-interval", "0"]
+    args += ["--save-model", "--eval-episodes", "2", "--no-cuda", *SMALL["pqn"]]
+    path = os.path.join(REPO_ROOT, "pqn_atari_hadamard.py")
+    result = run_script(path, tmp_path, args, paths=[fault_folder(tmp_path, STOP_AFTER_FIRST_EVALUATION_GAME)])
+    assert result.returncode == EXIT_INTERRUPTED, result.stderr[-3000:]
+    assert "evaluation interrupted by SIGTERM after 1 games" in result.stdout and "Traceback" not in result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    ended = status(run_dir)
+    assert ended["status"] == "interrupted" and len(ended["evaluation"]["returns"]) == 1
+    scalars, _ = read_scalars(run_dir)
+    assert len(scalars["eval/episodic_return"]) == 1
+    assert (run_dir / "checkpoint.pt").exists()  # --resume plays the evaluation again
+
+    resumed = run_script(path, tmp_path, ["--resume", f"runs/{run_dir.name}"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert status(run_dir)["status"] == "finished" and len(status(run_dir)["evaluation"]["returns"]) == 2
