@@ -49,6 +49,32 @@ def _print_then_stop(*args, **kwargs):
 builtins.print = _print_then_stop
 """
 
+# a resumed run writes what it restored to restored.pt beside this module, at its first env reset (just after the
+# restore, before any step), with the names its checkpoint uses
+DUMP_RESTORED_STATE = """
+import os, sys, torch
+from ale_py import vector_env
+_reset = vector_env.AtariVectorEnv.reset
+def _dump_then_reset(self, *args, **kwargs):
+    main = sys.modules["__main__"]
+    if not getattr(_dump_then_reset, "done", False):
+        _dump_then_reset.done = True
+        state = {name: getattr(main, name) for name in ("global_step", "next_diagnostics_step", "next_checkpoint_step")}
+        state["recent_returns"] = list(main.recent_returns)
+        state["rng"] = main.rng_states()
+        for name in ("q_network", "target_network", "agent", "network", "optimizer"):
+            if hasattr(main, name):
+                state[name] = getattr(main, name).state_dict()
+        if hasattr(main, "rb"):
+            state["replay_memory"] = main.saveable_vars(main.rb)
+            state["probe_rng"] = main.probe_rng.bit_generator.state
+        else:
+            state["probe_generator"] = main.probe_generator.get_state()
+        torch.save(state, os.path.join(os.path.dirname(__file__), "restored.pt"))
+    return _reset(self, *args, **kwargs)
+vector_env.AtariVectorEnv.reset = _dump_then_reset
+"""
+
 # the first diagnostics capture fails as it would on a full disk
 FULL_DISK_AT_FIRST_CAPTURE = """
 import errno
@@ -59,9 +85,9 @@ diagnostics.log_diagnostics = _full_disk
 """
 
 
-def fault_folder(tmp_path, code: str):
+def fault_folder(tmp_path, code: str, name: str = "fault"):
     """A folder holding sitecustomize.py with `code`, to pass as `paths` to script_runs.run_script."""
-    folder = tmp_path / "fault"
+    folder = tmp_path / name
     folder.mkdir()
     (folder / "sitecustomize.py").write_text(code)
     return folder

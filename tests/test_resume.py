@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from faults import KILLED_AFTER_FIRST_CHECKPOINT, STOP_AFTER_FIRST_CHECKPOINT, fault_folder
+from faults import DUMP_RESTORED_STATE, KILLED_AFTER_FIRST_CHECKPOINT, STOP_AFTER_FIRST_CHECKPOINT, fault_folder
 from script_runs import REPO_ROOT, read_scalars, run_script
 
 TINY = {
@@ -33,6 +33,21 @@ def run(script, cwd, args, paths=()):
 def logged(run_dir) -> dict:
     scalars, _ = read_scalars(run_dir)
     return {tag: values for tag, values in scalars.items() if tag != "charts/SPS"}
+
+
+def assert_identical(value, expected, where: str) -> None:
+    if isinstance(value, dict):
+        assert value.keys() == expected.keys(), where
+        for key in value:
+            assert_identical(value[key], expected[key], f"{where}/{key}")
+    elif isinstance(value, (list, tuple)):
+        assert len(value) == len(expected), where
+        for index, (item, expected_item) in enumerate(zip(value, expected)):
+            assert_identical(item, expected_item, f"{where}/{index}")
+    elif isinstance(value, torch.Tensor):
+        assert torch.equal(value, expected), where
+    else:
+        assert value == expected, where
 
 
 def weights(run_dir, script):
@@ -67,13 +82,23 @@ def test_a_stopped_and_resumed_run_continues_the_same_experiment(script, stop, t
     twin_dir = tmp_path / "twin" / "runs" / run_dir.name
     shutil.copytree(run_dir, twin_dir)
 
+    dump = fault_folder(tmp_path, DUMP_RESTORED_STATE, "dump")
     for folder in (run_dir, twin_dir)[: 2 if stop == "SIGTERM" else 1]:
-        resumed = run(script, folder.parent.parent, ["--resume", f"runs/{run_dir.name}"])
+        paths = [dump] if folder == run_dir else []
+        resumed = run(script, folder.parent.parent, ["--resume", f"runs/{run_dir.name}"], paths=paths)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert f"resumed at step {CHECKPOINT[script]}" in resumed.stdout
         with open(folder / "status.json") as f:
             assert json.load(f)["status"] == "finished"
         assert not (folder / "checkpoint.pt").exists()
+        if folder == run_dir:  # what the resumed run restored is exactly what the stopped run saved
+            saved = torch.load(twin_dir / "checkpoint.pt", weights_only=True)
+            restored = torch.load(dump / "restored.pt", weights_only=True)
+            if script == "dqn":  # the game in progress was abandoned: the next transition starts a new game
+                assert restored["replay_memory"].pop("starting_game") is True
+                saved["replay_memory"].pop("starting_game")
+            for name, value in restored.items():
+                assert_identical(value, saved[name], name)
 
     expected, got = logged(whole_dir), logged(run_dir)
     for tag, values in expected.items():
