@@ -10,6 +10,7 @@ Run:
     python pqn_atari_hadamard.py --env-id Breakout-v5 --no-hadamard --hidden-dim 1024   # parameter-matched baseline
     python pqn_atari_hadamard.py --env-id Breakout-v5 --activation relu --no-hadamard   # PQN's own network
 Watch:  tensorboard --logdir runs      Diagnostics offline:  python diagnostics.py runs/<run>
+Stop:   Ctrl-C or SIGTERM saves and exits 75 (with --save-model); continue with --resume runs/<run>
 """
 
 import dataclasses
