@@ -339,10 +339,14 @@ def resume_seed(seed: int, step: int, num_envs: int) -> int:
 def atomic_save(obj, path: str) -> None:
     """torch.save to a temporary name, synced, then renamed: the file is whole or absent, never truncated."""
     temporary = path + ".tmp"
-    with open(temporary, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(temporary, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk, a second signal: no half-written file is left behind
+        os.remove(temporary)
+        raise
     os.replace(temporary, path)
 
 
@@ -907,14 +911,20 @@ if __name__ == "__main__":
     envs.close()
 
     # TRY NOT TO MODIFY: keep what the run reached, evaluate it when its training is over, record how it ended
-    whole = crash is None and not stop.at_once  # stopped between two steps: a checkpoint continues it exactly
-    training_over = whole and global_step >= args.total_timesteps
     if args.save_model:
-        atomic_save(q_network.state_dict(), model_path)
-        print(f"model saved to {model_path}")
-        if whole:
-            atomic_save(training_state(), checkpoint_path)
-            write_status(run_dir, checkpoint_step=global_step)
+        try:
+            atomic_save(q_network.state_dict(), model_path)
+            print(f"model saved to {model_path}")
+            if crash is None and not stop.at_once:
+                atomic_save(training_state(), checkpoint_path)
+                write_status(run_dir, checkpoint_step=global_step)
+        except KeyboardInterrupt:  # a second signal while saving: the previous files stay as they were
+            pass
+        except OSError as error:  # a full disk, say: the previous files stay as they were
+            if crash is None:
+                crash, crash_traceback = error, traceback.format_exc()
+    whole = crash is None and not stop.at_once  # stopped between two steps: its checkpoint continues it exactly
+    training_over = whole and global_step >= args.total_timesteps
     if crash is not None:
         message = f"crashed at step {global_step:,}: {type(crash).__name__}: {crash}"
         end_run(run_dir, writer, global_step, "crashed", message, error=crash_traceback)

@@ -91,3 +91,12 @@ def fault_folder(tmp_path, code: str, name: str = "fault"):
     folder.mkdir()
     (folder / "sitecustomize.py").write_text(code)
     return folder
+
+
+# every file the script syncs fails as on a full disk: its checkpoints (and so its model, written the same way)
+FULL_DISK_AT_EVERY_SAVE = """
+import errno, os
+def _full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+os.fsync = _full_disk
+"""

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from faults import FULL_DISK_AT_FIRST_CAPTURE, STOP_AFTER_FIRST_EVALUATION_GAME, fault_folder
+from faults import FULL_DISK_AT_EVERY_SAVE, FULL_DISK_AT_FIRST_CAPTURE, STOP_AFTER_FIRST_EVALUATION_GAME, fault_folder
 from script_runs import REPO_ROOT, read_scalars, run_script, script_env
 
 SMALL = {
@@ -128,3 +128,16 @@ def test_a_signal_during_the_evaluation_keeps_the_games_played(tmp_path):
     resumed = run_script(path, tmp_path, ["--resume", f"runs/{run_dir.name}"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert status(run_dir)["status"] == "finished" and len(status(run_dir)["evaluation"]["returns"]) == 2
+
+
+def test_a_full_disk_at_a_checkpoint_is_reported_in_one_line(tmp_path):
+    args = ["--total-timesteps", "256", "--hidden-dim", "32", "--diagnostics-interval", "0", "--save-model"]
+    args += ["--checkpoint-interval", "100", "--no-cuda", *SMALL["dqn"]]
+    path = os.path.join(REPO_ROOT, "dqn_atari_hadamard.py")
+    result = run_script(path, tmp_path, args, timeout=120, paths=[fault_folder(tmp_path, FULL_DISK_AT_EVERY_SAVE)])
+    assert result.returncode == EXIT_CRASHED, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: crashed at step 100: OSError: [Errno 28] No space left on device"), line
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert status(run_dir)["status"] == "crashed"
+    assert not [name for name in os.listdir(run_dir) if name.endswith(".pt") or name.endswith(".tmp")]
