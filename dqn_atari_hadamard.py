@@ -60,7 +60,7 @@ class Args:
     save_model: bool = False
     """whether to save the model and a checkpoint to the run folder (at the end, or when stopped) and evaluate it"""
     eval_episodes: int = 10
-    """full games played by the evaluation after training (with --save-model), epsilon-greedy with epsilon 0.01"""
+    """full games played by the evaluation after training (with --save-model), epsilon-greedy with epsilon end_e"""
     checkpoint_interval: int = 0
     """agent steps between checkpoints (with --save-model), each replacing the last; 0: only when the run stops"""
     resume: str | None = None
