@@ -560,9 +560,10 @@ def resumed_args(given: Args) -> Args:
                 "(only --cuda/--no-cuda and --eval-episodes can)"
             )
     args = Args(**{field.name: saved[field.name] for field in dataclasses.fields(Args) if field.name in saved})
-    args.resume, args.eval_only, args.cuda = run_dir, given.eval_only, given.cuda
-    if given.eval_episodes != defaults.eval_episodes:
-        args.eval_episodes = given.eval_episodes
+    args.resume, args.eval_only = run_dir, given.eval_only
+    for name in ("cuda", "eval_episodes"):  # given beside --resume, they replace the run's own
+        if getattr(given, name) != getattr(defaults, name):
+            setattr(args, name, getattr(given, name))
     if status.get("status") == "running" and status.get("host") == socket.gethostname():
         try:
             os.kill(status["pid"], 0)  # signal 0 only asks whether the process is there
