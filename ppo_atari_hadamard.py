@@ -893,7 +893,7 @@ if __name__ == "__main__":
             if crash is None:
                 crash, crash_traceback = error, traceback.format_exc()
     whole = crash is None and not stop.at_once  # stopped between two steps: its checkpoint continues it exactly
-    training_over = whole and global_step >= args.total_timesteps
+    training_over = whole and global_step >= args.num_iterations * args.batch_size  # whole rollouts only
     if crash is not None:
         message = f"crashed at step {global_step:,}: {type(crash).__name__}: {crash}"
         end_run(run_dir, writer, global_step, "crashed", message, error=crash_traceback)

@@ -14,13 +14,13 @@ from script_runs import REPO_ROOT, read_scalars, run_script
 TINY = {
     "dqn": "--total-timesteps 400 --learning-starts 100 --buffer-size 1000 --batch-size 8 --diagnostics-samples 64 "
     "--diagnostics-interval 100 --target-network-frequency 100",
-    "ppo": "--num-envs 2 --num-steps 32 --total-timesteps 256 --diagnostics-samples 64 --diagnostics-interval 64",
+    "ppo": "--num-envs 2 --num-steps 32 --total-timesteps 300 --diagnostics-samples 64 --diagnostics-interval 64",
     "pqn": "--num-envs 4 --num-steps 16 --num-minibatches 4 --total-timesteps 256 --diagnostics-samples 64 "
     "--diagnostics-interval 64",
 }
 COMMON = "--hidden-dim 32 --seed 3 --save-model --eval-episodes 1 --max-episode-frames 500 --no-cuda"
 CHECKPOINT = {"dqn": 200, "ppo": 128, "pqn": 128}  # the first checkpoint, where the stopped run stops
-TOTAL = {"dqn": 400, "ppo": 256, "pqn": 256}
+TOTAL = {"dqn": 400, "ppo": 256, "pqn": 256}  # PPO's 300 steps are 4 whole rollouts of 64
 # logged on a schedule of steps, whatever the games do (episodic returns follow the games, SPS the clock)
 SCHEDULED = ("losses/", "diagnostics/", "charts/epsilon", "charts/learning_rate")
 
