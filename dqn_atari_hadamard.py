@@ -11,15 +11,21 @@ Run:
     python dqn_atari_hadamard.py --env-id Breakout-v5 --no-hadamard --hidden-dim 1024   # parameter-matched baseline
     python dqn_atari_hadamard.py --env-id Breakout-v5 --activation relu --no-hadamard   # the classic Nature-CNN
 Watch:  tensorboard --logdir runs      Diagnostics offline:  python diagnostics.py runs/<run>
+Stop:   Ctrl-C or SIGTERM saves and exits 75 (with --save-model); continue with --resume runs/<run>
 """
 
+import dataclasses
 import difflib
 import json
+import math
 import os
 import random
 import re
+import signal
+import socket
 import sys
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -52,9 +58,15 @@ class Args:
     wandb_entity: str | None = None
     """the entity (team) of the wandb project"""
     save_model: bool = False
-    """whether to save the model to the run folder (at the end, or on Ctrl-C) and evaluate it"""
+    """whether to save the model and a checkpoint to the run folder (at the end, or when stopped) and evaluate it"""
     eval_episodes: int = 10
-    """full games played by the evaluation after training (with --save-model), epsilon-greedy with epsilon 0.01"""
+    """full games played by the evaluation after training (with --save-model), epsilon-greedy with epsilon end_e"""
+    checkpoint_interval: int = 0
+    """agent steps between checkpoints (with --save-model), each replacing the last; 0: only when the run stops"""
+    resume: str | None = None
+    """a run folder to continue from its checkpoint, with the run's own arguments (see README: Long runs)"""
+    eval_only: bool = False
+    """with --resume: only play the evaluation games of the run's saved model"""
 
     # Algorithm specific arguments
     env_id: str = "Breakout-v5"
@@ -268,6 +280,130 @@ def status_line(step: int, total_steps: int, start_time: float, recent_returns) 
     )
 
 
+# Long runs: signals, checkpoints and how a run ended (see README: Long runs)
+EXIT_CRASHED = 1  # an error stopped the run (the traceback is in its status.json)
+EXIT_BAD_ARGUMENTS = 2  # nothing was started
+EXIT_INTERRUPTED = 75  # a signal stopped the run (EX_TEMPFAIL): --resume continues it
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT), SIGTERM and SIGHUP ask the run to stop at the next safe point; a second one stops it at once.
+
+    The training loop checks it between two steps (DQN) or two rollouts (PPO, PQN), where the run's state is whole
+    and a checkpoint can continue it; the evaluation checks it between two env steps.
+    """
+
+    def __init__(self):
+        self.signal_name = None
+        self.at_once = False  # a second signal raised KeyboardInterrupt in the middle of a step
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None:
+            self.at_once = True
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __bool__(self) -> bool:
+        return self.signal_name is not None
+
+
+def saveable(value):
+    """value with numpy arrays as tensors (no copy) and random generators as their states, for torch.save."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, np.random.Generator):
+        return value.bit_generator.state
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return type(value)(saveable(item) for item in value)
+    if isinstance(value, dict):
+        return {key: saveable(item) for key, item in value.items()}
+    return value
+
+
+def saveable_vars(obj) -> dict:
+    """Every numpy-array, random-generator and scalar attribute of obj (whatever fields its class has)."""
+    kinds = (np.ndarray, np.random.Generator, np.generic, bool, int, float, str)
+    return {name: saveable(value) for name, value in vars(obj).items() if isinstance(value, kinds)}
+
+
+def restore_vars(obj, saved: dict) -> None:
+    """The reverse of saveable_vars; arrays are copied into obj's own (a replay memory is not allocated twice)."""
+    for name, value in saved.items():
+        current = getattr(obj, name, None)
+        if isinstance(current, np.random.Generator):
+            current.bit_generator.state = value
+        elif isinstance(current, np.ndarray) and current.shape == tuple(value.shape):
+            np.copyto(current, value.numpy())
+        else:
+            setattr(obj, name, value.numpy() if isinstance(value, torch.Tensor) else value)
+
+
+def rng_states() -> dict:
+    """The states of Python's, numpy's and torch's global random generators (CUDA's too when there is one)."""
+    states = {"python": random.getstate(), "numpy": saveable(np.random.get_state()), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(tuple(item.numpy() if isinstance(item, torch.Tensor) else item for item in states["numpy"]))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def resume_seed(seed: int, step: int, num_envs: int) -> int:
+    """The seed of the fresh games a run resumed at `step` starts with: its own for each (seed, step)."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0]) % (2**31 - num_envs)
+
+
+def atomic_save(obj, path: str) -> None:
+    """torch.save to a temporary name, synced, then renamed: the file is whole or absent, never truncated."""
+    temporary = path + ".tmp"
+    try:
+        with open(temporary, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:  # a full disk, a second signal: no half-written file is left behind
+        os.remove(temporary)
+        raise
+    os.replace(temporary, path)
+
+
+def write_status(run_dir: str, **fields) -> dict:
+    """Updates the run's status.json (how far the run is and how it ended), whole or not at all."""
+    path = os.path.join(run_dir, "status.json")
+    status = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            status = json.load(f)
+    status.update(fields, updated=time.strftime("%Y-%m-%d %H:%M:%S"))
+    with open(path + ".tmp", "w") as f:
+        json.dump(status, f, indent=2)
+    os.replace(path + ".tmp", path)
+    return status
+
+
+def end_run(run_dir: str, writer, step: int, outcome: str, message: str, signal_name=None, error=None) -> None:
+    """Records how the run ended (status.json, TensorBoard text), says where the run is, exits with its status."""
+    write_status(run_dir, status=outcome, step=step, message=message, signal=signal_name, traceback=error)
+    writer.add_text("run/status", f"{outcome}: {message}", step)
+    writer.close()
+    if outcome == "crashed":
+        print(f"error: {message} (traceback in {os.path.join(run_dir, 'status.json')})", file=sys.stderr)
+    else:
+        print(message)
+    print(f"run folder: {run_dir}", flush=True)
+    sys.exit({"finished": 0, "interrupted": EXIT_INTERRUPTED, "crashed": EXIT_CRASHED}[outcome])
+
+
 def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:
     """Epsilon at step t: from start_e down to end_e over `duration` steps, then constant."""
     if duration <= 0:
@@ -402,86 +538,201 @@ def td_loss(q_values, actions, targets) -> tuple[torch.Tensor, torch.Tensor]:
     return F.mse_loss(targets, q_taken), q_taken
 
 
-def evaluate(
-    q_network: nn.Module, envs, episodes: int, epsilon: float, device: torch.device, seed: int, fire_action=None
-) -> list:
-    """Plays `episodes` full games epsilon-greedily with one env (FIRE after a lost life, given fire_action)."""
-    rng = np.random.default_rng(seed)
+def evaluate(q_network: nn.Module, args: Args, device: torch.device, writer: SummaryWriter, stop) -> list[float]:
+    """Plays one full game in each of eval_episodes envs (so that short games are not favoured), epsilon-greedy with
+    epsilon end_e; logs and prints each score as its game ends, and stops early when asked (the games played count)."""
+    envs = make_env(args.env_id, args.eval_episodes, args.max_episode_frames, args.repeat_action_probability)
+    fire_action = find_fire_action(envs) if args.fire_on_life_loss else None
     num_actions = envs.single_action_space.n
-    obs, info = envs.reset(seed=seed)
-    tracker = EpisodeTracker(1, info["lives"], fire_action)
-    scores = []
-    while len(scores) < episodes:
-        if rng.random() < epsilon:
-            actions = rng.integers(0, num_actions, 1)
-        else:
+    obs, info = envs.reset(seed=args.seed + args.num_envs)  # games the training envs did not start from
+    tracker = EpisodeTracker(args.eval_episodes, info["lives"], fire_action)
+    scores = {}
+    steps, last_print = 0, time.time()
+    print(f"evaluation: {args.eval_episodes} games", flush=True)
+    try:
+        while len(scores) < args.eval_episodes and not stop:
             with torch.no_grad():
-                actions = q_network(torch.from_numpy(obs).to(device)).argmax(1).cpu().numpy()
-        obs, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
-        _, _, finished = tracker.step(rewards, terminations, truncations, info["lives"])
-        scores += [score for _, score, _ in finished]
-    return scores
+                q_values = q_network(torch.as_tensor(obs, device=device))
+            explore = torch.rand(args.eval_episodes, device=device) < args.end_e
+            random_actions = torch.randint(num_actions, (args.eval_episodes,), device=device)
+            actions = torch.where(explore, random_actions, q_values.argmax(dim=1)).cpu().numpy()
+            obs, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
+            _, _, finished = tracker.step(rewards, terminations, truncations, info["lives"])
+            steps += 1
+            for env, score, _ in finished:
+                if env not in scores:  # only each env's first game counts
+                    scores[env] = score
+                    writer.add_scalar("eval/episodic_return", score, len(scores) - 1)
+                    print(f"evaluation: game {len(scores)}/{args.eval_episodes} returned {score:.1f}", flush=True)
+            if time.time() - last_print > 10:
+                last_print = time.time()
+                print(f"evaluation: {len(scores)}/{args.eval_episodes} games over after {steps:,} steps", flush=True)
+    except KeyboardInterrupt:  # a second signal
+        pass
+    envs.close()
+    return list(scores.values())
 
 
-def check_args(args: Args) -> None:
-    """Stop with a one-line reason before any work starts."""
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def require_positive(args: Args, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{flag(name)} must be positive (got {value})")
+
+
+def require_non_negative(args: Args, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{flag(name)} must be >= 0 (got {value})")
+
+
+def require_fraction(args: Args, *names: str) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if not 0 <= value <= 1:
+            raise ValueError(f"{flag(name)} must lie in [0, 1] (got {value})")
+
+
+def check_common_args(args: Args) -> None:
+    """The checks of the arguments that the three scripts share, in the same words."""
     atari_game(args.env_id)
-    if args.total_timesteps <= 0:
-        raise ValueError("--total-timesteps must be positive")
-    if args.hidden_dim <= 0:
-        raise ValueError("--hidden-dim must be positive")
-    if args.diagnostics_interval < 0:
-        raise ValueError("--diagnostics-interval must be >= 0 (0 turns diagnostics off)")
+    if not args.exp_name or os.sep in args.exp_name or args.exp_name in (".", ".."):
+        raise ValueError(f"--exp-name must be a plain name, part of the run folder's name (got '{args.exp_name}')")
+    require_positive(args, "total_timesteps", "max_episode_frames", "num_envs", "learning_rate", "hidden_dim")
+    require_non_negative(args, "eval_episodes", "checkpoint_interval", "diagnostics_interval", "dormant_tau")
+    require_fraction(args, "gamma", "repeat_action_probability")
+    # game i is seeded with seed + i (training's first, then the evaluation's), and ale-py takes seeds below 2^31
+    highest_seed = 2**31 - args.num_envs - args.eval_episodes
+    if not 0 <= args.seed <= highest_seed:
+        raise ValueError(f"--seed must lie in [0, {highest_seed}] (got {args.seed}): game i is seeded with seed + i")
+    if not (math.isfinite(args.dead_threshold) and 0 < args.dead_threshold <= 1):
+        raise ValueError(f"--dead-threshold must lie in (0, 1], a local gradient (got {args.dead_threshold})")
     if args.diagnostics_interval > 0 and args.diagnostics_samples < args.hidden_dim:
         raise ValueError(
             f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
             "to measure the rank of the representation"
         )
-    if args.max_episode_frames <= 0:
-        raise ValueError("--max-episode-frames must be positive")
-    if args.eval_episodes < 0:
-        raise ValueError("--eval-episodes must be >= 0")
+    if args.checkpoint_interval > 0 and not args.save_model:
+        raise ValueError("--checkpoint-interval needs --save-model (a checkpoint holds the model)")
+    if args.eval_only and args.resume is None:
+        raise ValueError("--eval-only needs --resume RUN_DIR, the run whose model it evaluates")
+    if args.eval_only and args.eval_episodes == 0:
+        raise ValueError("--eval-only needs --eval-episodes of at least 1")
+
+
+def check_args(args: Args) -> None:
+    """Stop with a one-line reason before any work starts."""
+    check_common_args(args)
     if args.num_envs != 1:
         raise ValueError(f"--num-envs must be 1: this DQN plays one game at a time (got {args.num_envs})")
-    if args.batch_size <= 0:
-        raise ValueError("--batch-size must be positive")
+    require_positive(args, "batch_size", "train_frequency", "target_network_frequency")
+    require_fraction(args, "start_e", "end_e", "exploration_fraction")
+    if args.learning_starts < 1:
+        raise ValueError("--learning-starts must be at least 1: learning samples transitions already stored")
+    if not 0.0 < args.tau <= 1.0:
+        raise ValueError(f"--tau must lie in (0, 1] (got {args.tau})")
     if args.buffer_size < max(args.batch_size, 5):
         raise ValueError(
             f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size}) and at least 5"
         )
+    memory_needed = args.buffer_size * (84 * 84 + 8)  # a frame and 8 bytes of bookkeeping per slot
+    memory_here = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if memory_needed > memory_here:
+        raise ValueError(
+            f"--buffer-size ({args.buffer_size:,}) needs {memory_needed / 2**30:.1f} GiB for the replay memory, "
+            f"more than this machine's {memory_here / 2**30:.1f} GiB"
+        )
     if args.diagnostics_interval > 0 and args.diagnostics_samples > args.buffer_size:
         raise ValueError(
-            f"--diagnostics-samples ({args.diagnostics_samples}) must fit in --buffer-size ({args.buffer_size}): "
+            f"--diagnostics-samples ({args.diagnostics_samples}) must be at most --buffer-size ({args.buffer_size}): "
             "the probe states are sampled from the replay memory"
         )
-    if args.learning_starts < 1:
-        raise ValueError("--learning-starts must be at least 1: learning samples transitions already stored")
-    if args.train_frequency <= 0 or args.target_network_frequency <= 0:
-        raise ValueError("--train-frequency and --target-network-frequency must be positive")
-    if not 0.0 < args.tau <= 1.0:
-        raise ValueError(f"--tau must be in (0, 1] (got {args.tau})")
+
+
+RESUME_OPTIONS = ("resume", "eval_only", "cuda", "eval_episodes")  # the only arguments --resume takes beside it
+
+
+def resumed_args(given: Args) -> Args:
+    """The arguments of the run that --resume names (its args.json), once it is clear that it can be continued."""
+    run_dir = given.resume
+    try:
+        with open(os.path.join(run_dir, "args.json")) as f:
+            saved = json.load(f)
+        with open(os.path.join(run_dir, "status.json")) as f:
+            status = json.load(f)
+    except (OSError, ValueError):
+        raise ValueError(f"--resume {run_dir}: not a run folder (no readable args.json and status.json)") from None
+    script = os.path.basename(__file__)
+    if status.get("script") != script:
+        raise ValueError(f"--resume {run_dir}: a run of {status.get('script')}, not of {script}")
+    defaults = Args()
+    for name in (field.name for field in dataclasses.fields(Args)):
+        if name not in RESUME_OPTIONS and getattr(given, name) != getattr(defaults, name):
+            raise ValueError(
+                f"--resume continues a run with its own arguments: {flag(name)} cannot change "
+                "(only --cuda/--no-cuda and --eval-episodes can)"
+            )
+    args = Args(**{field.name: saved[field.name] for field in dataclasses.fields(Args) if field.name in saved})
+    args.resume, args.eval_only = run_dir, given.eval_only
+    for name in ("cuda", "eval_episodes"):  # given beside --resume, they replace the run's own
+        if getattr(given, name) != getattr(defaults, name):
+            setattr(args, name, getattr(given, name))
+    if status.get("status") == "running" and status.get("host") == socket.gethostname():
+        try:
+            os.kill(status["pid"], 0)  # signal 0 only asks whether the process is there
+            alive = True
+        except ProcessLookupError:
+            alive = False  # it was killed without a word: continue from its latest checkpoint
+        except PermissionError:
+            alive = True
+        if alive:
+            raise ValueError(f"--resume {run_dir}: the run is still running (process {status['pid']})")
+    if args.eval_only:
+        if not os.path.exists(os.path.join(run_dir, f"{args.exp_name}.pt")):
+            raise ValueError(f"--resume {run_dir} --eval-only: the run saved no model (it ran without --save-model)")
+    elif status.get("status") == "finished":
+        raise ValueError(f"--resume {run_dir}: the run finished already (--eval-only evaluates its model again)")
+    elif not os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
+        raise ValueError(f"--resume {run_dir}: no checkpoint to continue from (checkpoints need --save-model)")
+    return args
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The command line, checked before any work starts: a bad argument stops the script with one line."""
+    args = tyro.cli(Args, args=argv)
+    try:
+        if args.resume is not None:
+            args = resumed_args(args)
+        check_args(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_ARGUMENTS)
+    return args
 
 
 if __name__ == "__main__":
-    args = tyro.cli(Args)
-    try:
-        check_args(args)
-    except ValueError as error:
-        sys.exit(f"error: {error}")
+    args = parse_args()
     if args.learning_starts >= args.total_timesteps:
         print(
             f"note: --learning-starts ({args.learning_starts:,}) >= --total-timesteps ({args.total_timesteps:,}): "
             "this run only collects experience, the network is not trained"
         )
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = os.path.join("runs", run_name)
-    if os.path.exists(run_dir):
-        sys.exit(f"error: {run_dir} exists already; a run never overwrites another")
+    run_dir = args.resume or os.path.join("runs", f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
+    run_name = os.path.basename(os.path.normpath(run_dir))
+    if args.resume is None and os.path.exists(run_dir):
+        print(f"error: {run_dir} exists already; a run never overwrites another", file=sys.stderr)
+        sys.exit(EXIT_BAD_ARGUMENTS)
     if args.track:
         try:
             import wandb
         except ImportError:
-            sys.exit("error: --track needs wandb (pip install wandb)")
+            print("error: --track needs wandb (pip install wandb)", file=sys.stderr)
+            sys.exit(EXIT_BAD_ARGUMENTS)
         wandb.init(
             project=args.wandb_project_name,
             entity=args.wandb_entity,
@@ -490,13 +741,29 @@ if __name__ == "__main__":
             name=run_name,
             save_code=True,
         )
-    writer = SummaryWriter(run_dir)
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
-    )
-    with open(os.path.join(run_dir, "args.json"), "w") as f:
-        json.dump(vars(args), f, indent=2)
+    model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
+    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
+    checkpoint = None
+    if args.resume is not None and not args.eval_only:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+    # a resumed run's TensorBoard hides what the stopped one logged after its checkpoint
+    writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
+    if args.resume is None:
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
+        )
+        with open(os.path.join(run_dir, "args.json"), "w") as f:
+            json.dump(vars(args), f, indent=2)
+    if not args.eval_only:
+        write_status(
+            run_dir,
+            script=os.path.basename(__file__),
+            status="running",
+            message=None,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
@@ -518,16 +785,76 @@ if __name__ == "__main__":
     target_network.load_state_dict(q_network.state_dict())
     rb = ReplayBuffer(args.buffer_size, seed=args.seed)
     probe_rng = np.random.default_rng(args.seed + 1)  # diagnostics draw their own samples: training is unchanged
+    num_parameters = sum(parameter.numel() for parameter in q_network.parameters())
+    print(f"device {device} | {type(q_network).__name__} of {num_parameters:,} parameters | run folder {run_dir}")
+    stop = StopRequest()
 
-    # TRY NOT TO MODIFY: start the game
-    obs, info = envs.reset(seed=args.seed)
-    tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
-    recent_returns = deque(maxlen=20)
-    start_time = last_print = time.time()
-    next_diagnostics_step = args.diagnostics_interval
+    if args.eval_only:  # --resume RUN_DIR --eval-only: the saved model's evaluation, nothing else
+        q_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
+        scores = evaluate(q_network, args, device, writer, stop)
+        write_status(run_dir, evaluation={"returns": scores, "of": args.eval_episodes})
+        writer.close()
+        print(
+            f"evaluation: mean return {np.mean(scores or np.nan):.1f} over {len(scores)} of {args.eval_episodes} games"
+        )
+        print(f"run folder: {run_dir}")
+        sys.exit(0 if len(scores) == args.eval_episodes else EXIT_INTERRUPTED)
+
+    # TRY NOT TO MODIFY: start the game, or continue the run from its checkpoint with fresh games (see README)
     global_step = 0
+    next_diagnostics_step = args.diagnostics_interval
+    next_checkpoint_step = args.checkpoint_interval
+    recent_returns = deque(maxlen=20)
+    elapsed_time = 0.0
+    reset_seed = args.seed
+    if checkpoint is not None:
+        global_step = checkpoint["global_step"]
+        next_diagnostics_step = checkpoint["next_diagnostics_step"]
+        next_checkpoint_step = checkpoint["next_checkpoint_step"]
+        recent_returns.extend(checkpoint["recent_returns"])
+        elapsed_time = checkpoint["elapsed_time"]
+        q_network.load_state_dict(checkpoint["q_network"])
+        target_network.load_state_dict(checkpoint["target_network"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        restore_vars(rb, checkpoint["replay_memory"])
+        rb.starting_game = True  # the game in progress is abandoned: the next transition starts a fresh one
+        probe_rng.bit_generator.state = checkpoint["probe_rng"]
+        restore_rng_states(checkpoint["rng"])
+        reset_seed = resume_seed(args.seed, global_step, args.num_envs)
+        print(f"resumed at step {global_step:,} from {checkpoint_path}")
+        del checkpoint
+    obs, info = envs.reset(seed=reset_seed)
+    tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
+    start_time = last_print = time.time() - elapsed_time
+
+    def training_state() -> dict:
+        """All that --resume restores; the env's games cannot be saved (see README: Long runs)."""
+        return {
+            "global_step": global_step,
+            "next_diagnostics_step": next_diagnostics_step,
+            "next_checkpoint_step": next_checkpoint_step,
+            "recent_returns": list(recent_returns),
+            "elapsed_time": time.time() - start_time,
+            "episode_tracker": saveable_vars(tracker),
+            "q_network": q_network.state_dict(),
+            "target_network": target_network.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "replay_memory": saveable_vars(rb),
+            "probe_rng": probe_rng.bit_generator.state,
+            "rng": rng_states(),
+        }
+
+    crash = None
     try:
         while global_step < args.total_timesteps:
+            # TRY NOT TO MODIFY: between two steps the run is whole: checkpoint it now and then, stop here when asked
+            if args.checkpoint_interval > 0 and global_step >= next_checkpoint_step:
+                next_checkpoint_step += args.checkpoint_interval
+                atomic_save(q_network.state_dict(), model_path)
+                atomic_save(training_state(), checkpoint_path)
+                write_status(run_dir, checkpoint_step=global_step)
+            if stop:
+                break
             global_step += 1  # every env step, the reset and forced FIRE steps included
 
             # ALGO LOGIC: epsilon-greedy action
@@ -622,24 +949,50 @@ if __name__ == "__main__":
                 if time.time() - last_print > 5:
                     last_print = time.time()
                     print(status_line(global_step, args.total_timesteps, start_time, recent_returns), flush=True)
-    except KeyboardInterrupt:
-        print(f"interrupted at step {global_step}: keeping what was logged")
-        args.eval_episodes = 0
-
-    if args.save_model:
-        model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
-        torch.save(q_network.state_dict(), model_path)
-        print(f"model saved to {model_path}")
-        # evaluation: a fresh network loads the checkpoint and plays full games, epsilon-greedy with epsilon 0.01
-        if args.eval_episodes > 0:
-            eval_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
-            eval_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
-            eval_envs = make_env(args.env_id, 1, args.max_episode_frames, args.repeat_action_probability)
-            scores = evaluate(eval_network, eval_envs, args.eval_episodes, 0.01, device, args.seed + 1, fire_action)
-            for episode, score in enumerate(scores):
-                writer.add_scalar("eval/episodic_return", score, episode)
-            print(f"evaluation: mean return {np.mean(scores):.1f} over {len(scores)} games (epsilon 0.01)")
-            eval_envs.close()
-
+    except KeyboardInterrupt:  # a second signal: stopped at once, in the middle of a step
+        pass
+    except Exception as error:  # saved and logged below, then reported in one line
+        crash = error
+        crash_traceback = traceback.format_exc()
     envs.close()
-    writer.close()
+
+    # TRY NOT TO MODIFY: keep what the run reached, evaluate it when its training is over, record how it ended
+    if args.save_model:
+        try:
+            atomic_save(q_network.state_dict(), model_path)
+            print(f"model saved to {model_path}")
+            if crash is None and not stop.at_once:
+                atomic_save(training_state(), checkpoint_path)
+                write_status(run_dir, checkpoint_step=global_step)
+        except KeyboardInterrupt:  # a second signal while saving: the previous files stay as they were
+            pass
+        except OSError as error:  # a full disk, say: the previous files stay as they were
+            if crash is None:
+                crash, crash_traceback = error, traceback.format_exc()
+    whole = crash is None and not stop.at_once  # stopped between two steps: its checkpoint continues it exactly
+    training_over = whole and global_step >= args.total_timesteps
+    if crash is not None:
+        message = f"crashed at step {global_step:,}: {type(crash).__name__}: {crash}"
+        end_run(run_dir, writer, global_step, "crashed", message, error=crash_traceback)
+    if not training_over:
+        how = f"by {stop.signal_name}" + (" (twice: at once)" if stop.at_once else "")
+        resume = f"python {os.path.basename(__file__)} --resume {run_dir}" if args.save_model and whole else None
+        message = f"interrupted {how} at step {global_step:,}: " + (
+            f"continue with {resume}" if resume else "keeping what was logged"
+        )
+        end_run(run_dir, writer, global_step, "interrupted", message, signal_name=stop.signal_name)
+    if args.save_model and args.eval_episodes > 0:
+        # evaluation: a fresh network loads the saved model and plays full games, epsilon-greedy with epsilon end_e
+        eval_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
+        eval_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
+        scores = evaluate(eval_network, args, device, writer, stop)
+        write_status(run_dir, evaluation={"returns": scores, "of": args.eval_episodes})
+        print(
+            f"evaluation: mean return {np.mean(scores or np.nan):.1f} over {len(scores)} of {args.eval_episodes} games"
+        )
+        if len(scores) < args.eval_episodes:
+            message = f"evaluation interrupted by {stop.signal_name} after {len(scores)} games: --resume {run_dir} plays it again"
+            end_run(run_dir, writer, global_step, "interrupted", message, signal_name=stop.signal_name)
+    if os.path.exists(checkpoint_path):
+        os.remove(checkpoint_path)  # a finished run is not resumed: its model stays (DQN: 7 GB of replay memory go)
+    end_run(run_dir, writer, global_step, "finished", f"finished at step {global_step:,}")

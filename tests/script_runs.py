@@ -7,12 +7,22 @@ import sys
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_script(script: str, cwd, args, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Runs `python script *args` in cwd (where its runs/ folder goes), one torch thread, the repository importable."""
+def script_env(*paths) -> dict:
+    """The environment of a script's subprocess: one torch thread, the repository (and paths) importable."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    env["PYTHONPATH"] = os.pathsep.join([REPO_ROOT, env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([*map(str, paths), REPO_ROOT, env.get("PYTHONPATH", "")])
+    return env
+
+
+def run_script(script: str, cwd, args, timeout: float = 300, paths=()) -> subprocess.CompletedProcess:
+    """Runs `python script *args` in cwd (where its runs/ folder goes); modules in `paths` come first on the path."""
     return subprocess.run(
-        [sys.executable, script, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, script, *args],
+        cwd=cwd,
+        env=script_env(*paths),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

@@ -1,5 +1,6 @@
-"""Ctrl-C keeps what was logged: each script, interrupted mid-training, exits 0 with its events and checkpoint."""
+"""Stopping a run: a signal mid-run and an error in the loop both keep what the run reached and say how it ended."""
 
+import json
 import os
 import signal
 import subprocess
@@ -7,36 +8,38 @@ import sys
 import time
 
 import pytest
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+import torch
+from faults import FULL_DISK_AT_EVERY_SAVE, FULL_DISK_AT_FIRST_CAPTURE, STOP_AFTER_FIRST_EVALUATION_GAME, fault_folder
+from script_runs import REPO_ROOT, read_scalars, run_script, script_env
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {
     "dqn": ["--learning-starts", "50", "--buffer-size", "1000", "--batch-size", "8"],
     "ppo": ["--num-envs", "2", "--num-steps", "32"],
     "pqn": ["--num-envs", "4", "--num-steps", "16", "--num-minibatches", "4"],
 }
+EXIT_INTERRUPTED, EXIT_CRASHED = 75, 1
+
+
+def command(script, *args):
+    return [sys.executable, os.path.join(REPO_ROOT, f"{script}_atari_hadamard.py"), *args]
+
+
+def status(run_dir) -> dict:
+    with open(run_dir / "status.json") as f:
+        return json.load(f)
 
 
 @pytest.mark.parametrize("script", ["dqn", "ppo", "pqn"])
-def test_ctrl_c_keeps_what_was_logged(script, tmp_path):
-    command = [
-        sys.executable,
-        os.path.join(REPO_ROOT, f"{script}_atari_hadamard.py"),
-        "--env-id",
-        "Pong-v5",
-        "--total-timesteps",
-        "100000000",
-        "--hidden-dim",
-        "32",
-        "--diagnostics-interval",
-        "0",
-        "--save-model",
-        "--no-cuda",
-        *SMALL[script],
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO_ROOT)
+def test_sigterm_mid_run_keeps_a_checkpoint_and_the_logs(script, tmp_path):
+    args = ["--env-id", "Pong-v5", "--total-timesteps", "100000000", "--hidden-dim", "32"]
+    args += ["--diagnostics-interval", "0", "--save-model", "--no-cuda", *SMALL[script]]
     process = subprocess.Popen(
-        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command(script, *args),
+        cwd=tmp_path,
+        env=script_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     output = ""
     while " SPS " not in output:  # the first status line comes a few seconds into training
@@ -44,13 +47,97 @@ def test_ctrl_c_keeps_what_was_logged(script, tmp_path):
         assert line, f"the script ended before training:\n{output}"
         output += line
     time.sleep(1)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGTERM)
     output += process.communicate(timeout=120)[0]
-    assert process.returncode == 0, output
-    assert "interrupted at step" in output and "Traceback" not in output
+    assert process.returncode == EXIT_INTERRUPTED, output
+    assert "interrupted by SIGTERM at step" in output and "--resume" in output and "Traceback" not in output
 
     (run_dir,) = (tmp_path / "runs").iterdir()
-    assert (run_dir / f"{script}_atari_hadamard.pt").is_file()
-    events = EventAccumulator(str(run_dir))
-    events.Reload()
-    assert len(events.Scalars("charts/SPS")) >= 1  # written, although the writer flushes only every 2 minutes
+    assert f"run folder: runs/{run_dir.name}" in output
+    ended = status(run_dir)
+    assert ended["status"] == "interrupted" and ended["signal"] == "SIGTERM" and ended["checkpoint_step"] > 0
+    torch.load(run_dir / f"{script}_atari_hadamard.pt", weights_only=True)
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert checkpoint["global_step"] == ended["step"] == ended["checkpoint_step"]
+    assert not [name for name in os.listdir(run_dir) if name.endswith(".tmp")]
+    scalars, _ = read_scalars(run_dir)
+    assert scalars["charts/SPS"]  # written, although the writer flushes only every 2 minutes
+
+
+@pytest.mark.parametrize("script", ["dqn", "ppo", "pqn"])
+def test_an_error_in_the_loop_keeps_the_model_and_the_logs(script, tmp_path):
+    args = ["--total-timesteps", "256", "--hidden-dim", "32", "--diagnostics-samples", "32"]
+    args += ["--diagnostics-interval", "128", "--save-model", "--no-cuda", *SMALL[script]]
+    path = os.path.join(REPO_ROOT, f"{script}_atari_hadamard.py")
+    result = run_script(path, tmp_path, args, timeout=120, paths=[fault_folder(tmp_path, FULL_DISK_AT_FIRST_CAPTURE)])
+    assert result.returncode == EXIT_CRASHED, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: crashed at step 128: OSError: [Errno 28] No space left on device"), line
+
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    ended = status(run_dir)
+    assert ended["status"] == "crashed" and "_full_disk" in ended["traceback"]
+    torch.load(run_dir / f"{script}_atari_hadamard.pt", weights_only=True)
+    assert not (run_dir / "checkpoint.pt").exists()  # stopped mid-step: nothing to continue from exactly
+    scalars, _ = read_scalars(run_dir)
+    assert max(step for step, _ in scalars["charts/SPS"]) >= 64  # flushed up to the last rollout before the error
+
+
+def test_signals_ask_for_a_stop_and_a_second_one_stops_at_once():
+    import dqn_atari_hadamard as dqn
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        for signum in previous:
+            stop = dqn.StopRequest()
+            assert not stop
+            os.kill(os.getpid(), signum)
+            assert stop and stop.signal_name == signal.Signals(signum).name and not stop.at_once
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.at_once
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def test_a_failed_save_leaves_the_previous_file_whole(tmp_path):
+    import dqn_atari_hadamard as dqn
+
+    path = str(tmp_path / "model.pt")
+    dqn.atomic_save({"step": 1}, path)
+    with pytest.raises((AttributeError, TypeError, RuntimeError)):  # a lambda cannot be pickled
+        dqn.atomic_save({"step": 2, "unpicklable": lambda: None}, path)  # fails halfway through the write
+    assert torch.load(path, weights_only=True) == {"step": 1}
+
+
+def test_a_signal_during_the_evaluation_keeps_the_games_played(tmp_path):
+    args = ["--env-id", "Pong-v5", "--total-timesteps", "128", "--hidden-dim", "32", "--diagnostics-interval", "0"]
+    args += ["--save-model", "--eval-episodes", "2", "--no-cuda", *SMALL["pqn"]]
+    path = os.path.join(REPO_ROOT, "pqn_atari_hadamard.py")
+    result = run_script(path, tmp_path, args, paths=[fault_folder(tmp_path, STOP_AFTER_FIRST_EVALUATION_GAME)])
+    assert result.returncode == EXIT_INTERRUPTED, result.stderr[-3000:]
+    assert "evaluation interrupted by SIGTERM after 1 games" in result.stdout and "Traceback" not in result.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    ended = status(run_dir)
+    assert ended["status"] == "interrupted" and len(ended["evaluation"]["returns"]) == 1
+    scalars, _ = read_scalars(run_dir)
+    assert len(scalars["eval/episodic_return"]) == 1
+    assert (run_dir / "checkpoint.pt").exists()  # --resume plays the evaluation again
+
+    resumed = run_script(path, tmp_path, ["--resume", f"runs/{run_dir.name}"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert status(run_dir)["status"] == "finished" and len(status(run_dir)["evaluation"]["returns"]) == 2
+
+
+def test_a_full_disk_at_a_checkpoint_is_reported_in_one_line(tmp_path):
+    args = ["--total-timesteps", "256", "--hidden-dim", "32", "--diagnostics-interval", "0", "--save-model"]
+    args += ["--checkpoint-interval", "100", "--no-cuda", *SMALL["dqn"]]
+    path = os.path.join(REPO_ROOT, "dqn_atari_hadamard.py")
+    result = run_script(path, tmp_path, args, timeout=120, paths=[fault_folder(tmp_path, FULL_DISK_AT_EVERY_SAVE)])
+    assert result.returncode == EXIT_CRASHED, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: crashed at step 100: OSError: [Errno 28] No space left on device"), line
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert status(run_dir)["status"] == "crashed"
+    assert not [name for name in os.listdir(run_dir) if name.endswith(".pt") or name.endswith(".tmp")]
