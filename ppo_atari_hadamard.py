@@ -555,7 +555,9 @@ def check_common_args(args: Args) -> None:
         raise ValueError(f"--exp-name must be a plain name, part of the run folder's name (got '{args.exp_name}')")
     require_positive(args, "total_timesteps", "max_episode_frames", "num_envs", "learning_rate", "hidden_dim")
     require_non_negative(args, "eval_episodes", "checkpoint_interval", "diagnostics_interval", "dormant_tau")
-    require_fraction(args, "gamma", "repeat_action_probability")
+    require_fraction(args, "gamma")
+    if not 0 <= args.repeat_action_probability < 1:  # at 1 the agent would never control the game
+        raise ValueError(f"--repeat-action-probability must lie in [0, 1) (got {args.repeat_action_probability})")
     # game i is seeded with seed + i (training's first, then the evaluation's), and ale-py takes seeds below 2^31
     highest_seed = 2**31 - args.num_envs - args.eval_episodes
     if not 0 <= args.seed <= highest_seed:

@@ -24,6 +24,8 @@ SHARED = [
     (["--learning-rate", "0"], "--learning-rate must be positive (got 0.0)"),
     (["--learning-rate", "inf"], "--learning-rate must be positive (got inf)"),
     (["--gamma", "1.5"], "--gamma must lie in [0, 1] (got 1.5)"),
+    (["--repeat-action-probability", "1"], "--repeat-action-probability must lie in [0, 1) (got 1.0)"),
+    (["--repeat-action-probability", "-0.1"], "--repeat-action-probability must lie in [0, 1) (got -0.1)"),
     (["--total-timesteps", "0"], "--total-timesteps must be positive"),
     (["--max-episode-frames", "0"], "--max-episode-frames must be positive"),
     (["--hidden-dim", "0"], "--hidden-dim must be positive"),
