@@ -29,7 +29,9 @@ def status(run_dir) -> dict:
         return json.load(f)
 
 
-@pytest.mark.parametrize("script", ["dqn", "ppo", "pqn"])
+# one script is enough here: the three share the signal handling, and tests/test_resume.py stops each of them with a
+# SIGTERM at a known step and checks the same things
+@pytest.mark.parametrize("script", ["dqn"])
 def test_sigterm_mid_run_keeps_a_checkpoint_and_the_logs(script, tmp_path):
     args = ["--env-id", "Pong-v5", "--total-timesteps", "100000000", "--hidden-dim", "32"]
     args += ["--diagnostics-interval", "0", "--save-model", "--no-cuda", *SMALL[script]]
@@ -42,11 +44,11 @@ def test_sigterm_mid_run_keeps_a_checkpoint_and_the_logs(script, tmp_path):
         text=True,
     )
     output = ""
-    while " SPS " not in output:  # the first status line comes a few seconds into training
+    while "run folder" not in output:  # the start-up line: training starts right after it
         line = process.stdout.readline()
         assert line, f"the script ended before training:\n{output}"
         output += line
-    time.sleep(1)
+    time.sleep(2)
     process.send_signal(signal.SIGTERM)
     output += process.communicate(timeout=120)[0]
     assert process.returncode == EXIT_INTERRUPTED, output

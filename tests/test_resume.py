@@ -54,27 +54,45 @@ def weights(run_dir, script):
     return torch.load(os.path.join(run_dir, f"{script}_atari_hadamard.pt"), weights_only=True)
 
 
+UNINTERRUPTED = {}
+
+
+def uninterrupted_run(script, tmp_path_factory):
+    """The run folder of the script's uninterrupted run, made once and shared by the tests that compare with it."""
+    if script not in UNINTERRUPTED:
+        folder = tmp_path_factory.mktemp(f"{script}_whole")
+        args = f"{TINY[script]} {COMMON} --checkpoint-interval {CHECKPOINT[script]}".split()
+        whole = run(script, folder, args)
+        assert whole.returncode == 0, whole.stderr[-3000:]
+        (UNINTERRUPTED[script],) = (folder / "runs").iterdir()
+    return UNINTERRUPTED[script]
+
+
 # SIGTERM: the run stops at its first checkpoint and says so; SIGKILL: it dies without a word at its next save,
 # its logs reaching past the checkpoint, which the resumed run must hide
 STOPS = [("dqn", "SIGTERM"), ("ppo", "SIGTERM"), ("pqn", "SIGTERM"), ("dqn", "SIGKILL")]
 
 
 @pytest.mark.parametrize("script, stop", STOPS)
-def test_a_stopped_and_resumed_run_continues_the_same_experiment(script, stop, tmp_path):
+def test_a_stopped_and_resumed_run_continues_the_same_experiment(script, stop, tmp_path, tmp_path_factory):
     args = f"{TINY[script]} {COMMON} --checkpoint-interval {CHECKPOINT[script]}".split()
-    (tmp_path / "whole").mkdir()
     (tmp_path / "stopped").mkdir()
-    whole = run(script, tmp_path / "whole", args)
-    assert whole.returncode == 0, whole.stderr[-3000:]
+    whole_dir = uninterrupted_run(script, tmp_path_factory)
     fault = STOP_AFTER_FIRST_CHECKPOINT if stop == "SIGTERM" else KILLED_AFTER_FIRST_CHECKPOINT
     stopped = run(script, tmp_path / "stopped", args, paths=[fault_folder(tmp_path, fault)])
-    (whole_dir,) = (tmp_path / "whole" / "runs").iterdir()
     (run_dir,) = (tmp_path / "stopped" / "runs").iterdir()
     with open(run_dir / "status.json") as f:
         status = json.load(f)
     if stop == "SIGTERM":
         assert stopped.returncode == 75 and status["status"] == "interrupted", stopped.stderr[-3000:]
-        assert status["step"] == CHECKPOINT[script]
+        assert status["step"] == CHECKPOINT[script] and status["signal"] == "SIGTERM"
+        output = stopped.stdout + stopped.stderr
+        assert f"interrupted by SIGTERM at step {CHECKPOINT[script]}" in output and "--resume" in output
+        assert "Traceback" not in output and f"run folder: runs/{run_dir.name}" in output
+        assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"] == CHECKPOINT[script]
+        weights(run_dir, script)  # the model is whole too
+        assert not [name for name in os.listdir(run_dir) if name.endswith(".tmp")]
+        assert logged(run_dir)["losses/td_loss" if script != "ppo" else "losses/value_loss"]  # the logs were flushed
     else:
         assert stopped.returncode == -9 and status["status"] == "running", stopped.stderr[-3000:]
         assert max(step for values in logged(run_dir).values() for step, _ in values) > CHECKPOINT[script]
