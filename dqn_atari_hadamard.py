@@ -494,7 +494,10 @@ class ReplayBuffer:
         """The transitions stored at these slots, stacks rebuilt (vectorised: one gather for the whole batch)."""
         offsets = np.arange(-self.stack + 1, 2)  # frames i-3 .. i+1: obs is the first 4, next_obs the last 4
         frames = self.frames[(slots[:, None] + offsets) % self.capacity]  # (batch, 5, 84, 84), a copy
-        frames[offsets < -self.since_start[slots, None].astype(np.int64)] = 0  # before the game's start: zeros
+        # the slots before a game's start hold another game's frames: zero them, as ale-py zero-pads its reset stack.
+        # E.g. two frames after the start f0 (since_start 2): offset -3 is zeroed, -2 .. 1 are kept, so obs is
+        # (0, f0, f1, f2) and next_obs (f0, f1, f2, f3)
+        frames[offsets < -self.since_start[slots, None].astype(np.int64)] = 0
         return Transitions(
             obs=frames[:, :-1],
             actions=self.actions[slots].astype(np.int64),
@@ -867,9 +870,9 @@ if __name__ == "__main__":
                 with torch.no_grad():
                     q_values = q_network(torch.from_numpy(obs).to(device))
                 actions = q_values.argmax(1).cpu().numpy()
-            # the env steps in its own C++ thread while the Q-network learns below. Two steps are not the agent's: a
-            # forced FIRE after a lost life plays FIRE instead, and the reset step after a game ends (NEXT_STEP
-            # autoreset) ignores the action
+            # the env plays the step in its own thread while the Q-network learns below; recv, after the training,
+            # waits for the result. Two steps are not the agent's: a forced FIRE after a lost life plays FIRE
+            # instead, and the reset step after a game ends (NEXT_STEP autoreset) ignores the action
             envs.send(tracker.with_forced_fire(actions))
 
             # ALGO LOGIC: training (from the transitions stored so far)
@@ -898,6 +901,7 @@ if __name__ == "__main__":
                     for target_param, param in zip(target_network.parameters(), q_network.parameters()):
                         target_param.lerp_(param, args.tau)
 
+            # TRY NOT TO MODIFY: the step's results; log the games that ended
             resetting = tracker.resetting[0]
             next_obs, rewards, terminations, truncations, info = envs.recv()
             is_transition, life_lost, finished = tracker.step(rewards, terminations, truncations, info["lives"])

@@ -11,7 +11,8 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("dqn_atari_hadamard.py", "ppo_atari_hadamard.py", "pqn_atari_hadamard.py")
 SHARED_EVERYWHERE = ("atari_game", "make_env", "ACTIVATIONS", "EpisodeTracker", "status_line")
-SHARED_WHERE_PRESENT = ("linear_schedule",)  # epsilon-greedy scripts only (DQN and PQN)
+# epsilon-greedy scripts only (DQN and PQN); rollout scripts only (PPO and PQN)
+SHARED_WHERE_PRESENT = ("linear_schedule", "transition_minibatches")
 # arguments of the algorithm section that every script has, with the same meaning (they come first there)
 SHARED_ALGORITHM_FIELDS = ("env_id", "total_timesteps", "max_episode_frames")
 # header fields whose help says how each algorithm acts in the evaluation: only their name, type and default match
