@@ -829,6 +829,7 @@ if __name__ == "__main__":
     obs, info = envs.reset(seed=reset_seed)
     tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     start_time = last_print = time.time() - elapsed_time
+    epsilon_duration = args.exploration_fraction * args.total_timesteps
 
     def training_state() -> dict:
         """All that --resume restores; the env's games cannot be saved (see README: Long runs)."""
@@ -861,9 +862,7 @@ if __name__ == "__main__":
             global_step += 1  # every env step, the reset and forced FIRE steps included
 
             # ALGO LOGIC: epsilon-greedy action
-            epsilon = linear_schedule(
-                args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
-            )
+            epsilon = linear_schedule(args.start_e, args.end_e, epsilon_duration, global_step)
             if random.random() < epsilon:
                 actions = np.array([random.randrange(num_actions)])
             else:
@@ -948,11 +947,11 @@ if __name__ == "__main__":
                     )
 
             if global_step % 100 == 0:
-                writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
                 writer.add_scalar("charts/epsilon", epsilon, global_step)
-                if time.time() - last_print > 5:
-                    last_print = time.time()
-                    print(status_line(global_step, args.total_timesteps, start_time, recent_returns), flush=True)
+                writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+            if time.time() - last_print > 5:
+                last_print = time.time()
+                print(status_line(global_step, args.total_timesteps, start_time, recent_returns), flush=True)
     except KeyboardInterrupt:  # a second signal: stopped at once, in the middle of a step
         pass
     except Exception as error:  # saved and logged below, then reported in one line
@@ -986,7 +985,7 @@ if __name__ == "__main__":
         )
         end_run(run_dir, writer, global_step, "interrupted", message, signal_name=stop.signal_name)
     if args.save_model and args.eval_episodes > 0:
-        # evaluation: a fresh network loads the saved model and plays full games, epsilon-greedy with epsilon end_e
+        # evaluation: a fresh network loads the saved model and plays full games
         eval_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
         eval_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
         scores = evaluate(eval_network, args, device, writer, stop)

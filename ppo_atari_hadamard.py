@@ -84,7 +84,7 @@ class Args:
     num_envs: int = 8
     """the number of parallel game environments"""
     num_steps: int = 128
-    """the number of steps to run in each environment per policy rollout"""
+    """the number of steps to run in each environment per rollout"""
     anneal_lr: bool = True
     """if toggled, the learning rate decays linearly to 0 over the run"""
     gamma: float = 0.99
@@ -92,7 +92,7 @@ class Args:
     gae_lambda: float = 0.95
     """the lambda for the general advantage estimation"""
     num_minibatches: int = 4
-    """the number of mini-batches per epoch"""
+    """the number of minibatches per epoch"""
     update_epochs: int = 4
     """the number of epochs over each rollout"""
     norm_adv: bool = True
@@ -106,7 +106,7 @@ class Args:
     vf_coef: float = 0.5
     """coefficient of the value loss"""
     max_grad_norm: float = 0.5
-    """the maximum norm of the gradient (clipped)"""
+    """the maximum norm for the gradient clipping"""
     target_kl: float | None = None
     """if set, an update stops early after the epoch whose last minibatch's approx_kl exceeds it"""
 
@@ -492,11 +492,8 @@ def ppo_loss(pg_loss, v_loss, entropy, ent_coef: float, vf_coef: float) -> torch
 
 
 def transition_minibatches(transitions: torch.Tensor, num_minibatches: int) -> tuple[torch.Tensor, ...]:
-    """One epoch's minibatches: the flat indices of the rollout's transitions, shuffled, in num_minibatches parts.
-
-    transitions: the flat (batch,) flags, False on reset and forced FIRE steps. Those steps have no target, so they
-    are left out of every minibatch rather than weighted 0: the minibatch statistics see the real samples only.
-    """
+    """One epoch's minibatches: the indices of the flat (batch,) transitions flags that are True, shuffled, in
+    num_minibatches parts. Reset and forced FIRE steps have no target: they are left out, not weighted 0."""
     b_inds = torch.nonzero(transitions).flatten()
     return torch.tensor_split(b_inds[torch.randperm(len(b_inds), device=b_inds.device)], num_minibatches)
 
@@ -879,12 +876,10 @@ if __name__ == "__main__":
                         approx_kl = ((ratio - 1) - logratio).mean()
                         clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
 
-                    # Policy loss
                     pg_loss = clipped_policy_loss(
                         newlogprob, b_logprobs[mb_inds], b_advantages[mb_inds], args.clip_coef, args.norm_adv
                     )
 
-                    # Value loss
                     v_loss = clipped_value_loss(
                         newvalue, b_values[mb_inds], b_returns[mb_inds], args.clip_coef, args.clip_vloss
                     )
@@ -918,7 +913,7 @@ if __name__ == "__main__":
             writer.add_scalar("losses/clipfrac", clipfrac, global_step)
             writer.add_scalar("losses/explained_variance", explained_var, global_step)
 
-            # diagnostics on states of the current rollout
+            # diagnostics on a random sample of this rollout's states
             if args.diagnostics_interval > 0 and global_step >= next_diagnostics_step:
                 next_diagnostics_step += args.diagnostics_interval
                 probe = torch.randperm(args.batch_size, generator=probe_generator, device=device)

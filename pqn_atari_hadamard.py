@@ -477,11 +477,8 @@ def q_lambda_loss(q_values, actions, returns) -> tuple[torch.Tensor, torch.Tenso
 
 
 def transition_minibatches(transitions: torch.Tensor, num_minibatches: int) -> tuple[torch.Tensor, ...]:
-    """One epoch's minibatches: the flat indices of the rollout's transitions, shuffled, in num_minibatches parts.
-
-    transitions: the flat (batch,) flags, False on reset and forced FIRE steps. Those steps have no target, so they
-    are left out of every minibatch rather than weighted 0: the minibatch statistics see the real samples only.
-    """
+    """One epoch's minibatches: the indices of the flat (batch,) transitions flags that are True, shuffled, in
+    num_minibatches parts. Reset and forced FIRE steps have no target: they are left out, not weighted 0."""
     b_inds = torch.nonzero(transitions).flatten()
     return torch.tensor_split(b_inds[torch.randperm(len(b_inds), device=b_inds.device)], num_minibatches)
 
@@ -822,9 +819,9 @@ if __name__ == "__main__":
                 next_obs = torch.as_tensor(obs_np, device=device)
                 is_transition, life_lost, finished = tracker.step(reward, terminations, truncations, info["lives"])
                 rewards[step] = np.sign(reward)  # rewards clipped to their sign for learning
-                # a lost life is terminal for learning; a game cut by the time limit is not: it bootstraps from its
-                # true final observation, obs_np. The reset step and a forced FIRE step are no transitions. See
-                # q_lambda_returns.
+                # a lost life is terminal for learning; a game cut by the time limit is not: its obs_np is the game's
+                # true final observation, whose max-Q the next (reset) step computes, and Q(lambda) bootstraps from it.
+                # The reset step and a forced FIRE step are no transitions. See q_lambda_returns.
                 terminals[step] = is_transition & (terminations | life_lost)
                 transitions[step] = is_transition
                 for _, score, length in finished:
@@ -849,15 +846,13 @@ if __name__ == "__main__":
             num_minibatch_updates = 0
             for epoch in range(args.update_epochs):
                 for mb_inds in transition_minibatches(b_transitions, args.num_minibatches):
-                    loss, q_taken_mean = q_lambda_loss(
-                        q_network(b_obs[mb_inds]), b_actions[mb_inds], b_returns[mb_inds]
-                    )
+                    loss, q_mean = q_lambda_loss(q_network(b_obs[mb_inds]), b_actions[mb_inds], b_returns[mb_inds])
 
                     optimizer.zero_grad()
                     loss.backward()
                     nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
                     optimizer.step()
-                    loss_sums += torch.stack([loss, q_taken_mean]).detach()
+                    loss_sums += torch.stack([loss, q_mean]).detach()
                     num_minibatch_updates += 1
 
             # TRY NOT TO MODIFY: record losses for plotting purposes (one host copy per update)
