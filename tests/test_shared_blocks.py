@@ -175,3 +175,38 @@ def test_the_representation_of_the_networks_is_shared(scripts):
 
 def test_the_diagnostics_logging_of_the_loops_is_identical(scripts):
     assert_same({s.name: s.diagnostics_call() for s in scripts}, "the diagnostics.log_diagnostics call")
+
+
+def main_block(script: Script) -> ast.If:
+    (main,) = [node for node in script.tree.body if isinstance(node, ast.If)]
+    return main
+
+
+def test_the_episode_logging_of_the_loops_is_identical(scripts):
+    """Each training loop logs the games that ended right after EpisodeTracker.step, with the same statement."""
+    texts = {}
+    for s in scripts:
+        (logging,) = [
+            node
+            for node in ast.walk(main_block(s))
+            if isinstance(node, ast.For) and ast.unparse(node.iter) == "finished"
+        ]
+        texts[s.name] = s.text(logging)
+    assert_same(texts, "the episode logging")
+
+
+def test_the_rollout_loops_of_ppo_and_pqn_play_a_step_alike(scripts):
+    """PPO and PQN send the actions, store the step on the device, recv and keep the flags with the same lines."""
+    step_lines = {}
+    for s in scripts[1:]:
+        (loop,) = [
+            node for node in ast.walk(main_block(s)) if isinstance(node, ast.For) and ast.unparse(node.target) == "step"
+        ]
+        body = s.text(loop).splitlines()
+        start = next(i for i, line in enumerate(body) if "TRY NOT TO MODIFY: play the step" in line)
+        lines = [line for line in body[start:] if not line.lstrip().startswith("#")]
+        # what each algorithm stores from its own forward pass (log-probabilities and values, or max-Q) differs
+        step_lines[s.name] = "\n".join(
+            line for line in lines if not line.lstrip().startswith(("logprobs[", "values[", "max_q[", "truncated["))
+        )
+    assert_same(step_lines, "playing a step of the rollout")
