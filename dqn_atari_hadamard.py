@@ -926,25 +926,26 @@ if __name__ == "__main__":
             obs = next_obs
 
             # diagnostics on states sampled from the replay memory (skipped while it holds too few)
-            if args.diagnostics_interval > 0 and global_step >= next_diagnostics_step:
+            diagnostics_due = args.diagnostics_interval > 0 and global_step >= next_diagnostics_step
+            if diagnostics_due and len(rb) < args.diagnostics_samples:
                 next_diagnostics_step += args.diagnostics_interval
-                if len(rb) < args.diagnostics_samples:
-                    print(
-                        f"diagnostics skipped at step {global_step}: the replay memory holds {len(rb)} states, "
-                        f"fewer than --diagnostics-samples ({args.diagnostics_samples})"
-                    )
-                else:
-                    probe_obs = torch.from_numpy(rb.sample_states(args.diagnostics_samples, probe_rng)).to(device)
-                    activations = diagnostics.capture_activations(q_network, probe_obs)
-                    diagnostics.log_diagnostics(
-                        writer,
-                        global_step,
-                        activations,
-                        hidden_activation=args.activation,
-                        dead_threshold=args.dead_threshold,
-                        dormant_tau=args.dormant_tau,
-                        save_dir=os.path.join(run_dir, "activations") if args.save_activations else None,
-                    )
+                print(
+                    f"diagnostics skipped at step {global_step}: the replay memory holds {len(rb)} states, "
+                    f"fewer than --diagnostics-samples ({args.diagnostics_samples})"
+                )
+            elif diagnostics_due:
+                next_diagnostics_step += args.diagnostics_interval
+                probe_obs = torch.from_numpy(rb.sample_states(args.diagnostics_samples, probe_rng)).to(device)
+                activations = diagnostics.capture_activations(q_network, probe_obs)
+                diagnostics.log_diagnostics(
+                    writer,
+                    global_step,
+                    activations,
+                    hidden_activation=args.activation,
+                    dead_threshold=args.dead_threshold,
+                    dormant_tau=args.dormant_tau,
+                    save_dir=os.path.join(run_dir, "activations") if args.save_activations else None,
+                )
 
             if global_step % 100 == 0:
                 writer.add_scalar("charts/epsilon", epsilon, global_step)
