@@ -210,3 +210,17 @@ def test_the_rollout_loops_of_ppo_and_pqn_play_a_step_alike(scripts):
             line for line in lines if not line.lstrip().startswith(("logprobs[", "values[", "max_q[", "truncated["))
         )
     assert_same(step_lines, "playing a step of the rollout")
+
+
+def test_the_evaluations_differ_only_in_how_they_act(scripts):
+    """evaluate() sets up the games, counts each env's first game and logs it the same way in the three scripts; only
+    the lines that pick the actions (from the forward pass to the host copy) and the network's name differ."""
+    frames = {}
+    for s in scripts:
+        lines = s.text(s.top_level()["evaluate"]).splitlines()
+        start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("envs = make_env("))
+        acting = next(i for i, line in enumerate(lines) if line.strip() == "with torch.no_grad():")
+        stepping = next(i for i, line in enumerate(lines) if "= envs.step(" in line)
+        frame = lines[start:acting] + lines[stepping:]
+        frames[s.name] = "\n".join(line for line in frame if not line.lstrip().startswith("num_actions = "))
+    assert_same(frames, "evaluate() apart from its actions")
