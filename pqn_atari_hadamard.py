@@ -581,6 +581,8 @@ def check_args(args: Args) -> None:
             f"--num-minibatches ({args.num_minibatches}) must divide --num-envs * --num-steps "
             f"({args.num_envs} * {args.num_steps} = {batch_size})"
         )
+    if batch_size // args.num_minibatches < 2:
+        raise ValueError("minibatches need at least 2 samples (reset and forced FIRE steps are left out of them)")
     if args.total_timesteps < batch_size:
         raise ValueError(f"--total-timesteps ({args.total_timesteps}) is less than one rollout ({batch_size} steps)")
     if args.diagnostics_interval > 0 and args.diagnostics_samples > batch_size:
