@@ -494,7 +494,10 @@ class ReplayBuffer:
         """The transitions stored at these slots, stacks rebuilt (vectorised: one gather for the whole batch)."""
         offsets = np.arange(-self.stack + 1, 2)  # frames i-3 .. i+1: obs is the first 4, next_obs the last 4
         frames = self.frames[(slots[:, None] + offsets) % self.capacity]  # (batch, 5, 84, 84), a copy
-        frames[offsets < -self.since_start[slots, None].astype(np.int64)] = 0  # before the game's start: zeros
+        # the slots before a game's start hold another game's frames: zero them, as ale-py zero-pads its reset stack.
+        # E.g. two frames after the start f0 (since_start 2): offset -3 is zeroed, -2 .. 1 are kept, so obs is
+        # (0, f0, f1, f2) and next_obs (f0, f1, f2, f3)
+        frames[offsets < -self.since_start[slots, None].astype(np.int64)] = 0
         return Transitions(
             obs=frames[:, :-1],
             actions=self.actions[slots].astype(np.int64),
@@ -828,6 +831,7 @@ if __name__ == "__main__":
     obs, info = envs.reset(seed=reset_seed)
     tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     start_time = last_print = time.time() - elapsed_time
+    epsilon_duration = args.exploration_fraction * args.total_timesteps
 
     def training_state() -> dict:
         """All that --resume restores; the env's games cannot be saved (see README: Long runs)."""
@@ -860,18 +864,16 @@ if __name__ == "__main__":
             global_step += 1  # every env step, the reset and forced FIRE steps included
 
             # ALGO LOGIC: epsilon-greedy action
-            epsilon = linear_schedule(
-                args.start_e, args.end_e, args.exploration_fraction * args.total_timesteps, global_step
-            )
+            epsilon = linear_schedule(args.start_e, args.end_e, epsilon_duration, global_step)
             if random.random() < epsilon:
                 actions = np.array([random.randrange(num_actions)])
             else:
                 with torch.no_grad():
                     q_values = q_network(torch.from_numpy(obs).to(device))
                 actions = q_values.argmax(1).cpu().numpy()
-            # the env steps in its own C++ thread while the Q-network learns below. Two steps are not the agent's: a
-            # forced FIRE after a lost life plays FIRE instead, and the reset step after a game ends (NEXT_STEP
-            # autoreset) ignores the action
+            # the env plays the step in its own thread while the Q-network learns below; recv, after the training,
+            # waits for the result. Two steps are not the agent's: a forced FIRE after a lost life plays FIRE
+            # instead, and the reset step after a game ends (NEXT_STEP autoreset) ignores the action
             envs.send(tracker.with_forced_fire(actions))
 
             # ALGO LOGIC: training (from the transitions stored so far)
@@ -900,6 +902,7 @@ if __name__ == "__main__":
                     for target_param, param in zip(target_network.parameters(), q_network.parameters()):
                         target_param.lerp_(param, args.tau)
 
+            # TRY NOT TO MODIFY: the step's results; log the games that ended
             resetting = tracker.resetting[0]
             next_obs, rewards, terminations, truncations, info = envs.recv()
             is_transition, life_lost, finished = tracker.step(rewards, terminations, truncations, info["lives"])
@@ -925,32 +928,33 @@ if __name__ == "__main__":
             obs = next_obs
 
             # diagnostics on states sampled from the replay memory (skipped while it holds too few)
-            if args.diagnostics_interval > 0 and global_step >= next_diagnostics_step:
+            diagnostics_due = args.diagnostics_interval > 0 and global_step >= next_diagnostics_step
+            if diagnostics_due and len(rb) < args.diagnostics_samples:
                 next_diagnostics_step += args.diagnostics_interval
-                if len(rb) < args.diagnostics_samples:
-                    print(
-                        f"diagnostics skipped at step {global_step}: the replay memory holds {len(rb)} states, "
-                        f"fewer than --diagnostics-samples ({args.diagnostics_samples})"
-                    )
-                else:
-                    probe_obs = torch.from_numpy(rb.sample_states(args.diagnostics_samples, probe_rng)).to(device)
-                    activations = diagnostics.capture_activations(q_network, probe_obs)
-                    diagnostics.log_diagnostics(
-                        writer,
-                        global_step,
-                        activations,
-                        hidden_activation=args.activation,
-                        dead_threshold=args.dead_threshold,
-                        dormant_tau=args.dormant_tau,
-                        save_dir=os.path.join(run_dir, "activations") if args.save_activations else None,
-                    )
+                print(
+                    f"diagnostics skipped at step {global_step}: the replay memory holds {len(rb)} states, "
+                    f"fewer than --diagnostics-samples ({args.diagnostics_samples})"
+                )
+            elif diagnostics_due:
+                next_diagnostics_step += args.diagnostics_interval
+                probe_obs = torch.from_numpy(rb.sample_states(args.diagnostics_samples, probe_rng)).to(device)
+                activations = diagnostics.capture_activations(q_network, probe_obs)
+                diagnostics.log_diagnostics(
+                    writer,
+                    global_step,
+                    activations,
+                    hidden_activation=args.activation,
+                    dead_threshold=args.dead_threshold,
+                    dormant_tau=args.dormant_tau,
+                    save_dir=os.path.join(run_dir, "activations") if args.save_activations else None,
+                )
 
             if global_step % 100 == 0:
-                writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
                 writer.add_scalar("charts/epsilon", epsilon, global_step)
-                if time.time() - last_print > 5:
-                    last_print = time.time()
-                    print(status_line(global_step, args.total_timesteps, start_time, recent_returns), flush=True)
+                writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
+            if time.time() - last_print > 5:
+                last_print = time.time()
+                print(status_line(global_step, args.total_timesteps, start_time, recent_returns), flush=True)
     except KeyboardInterrupt:  # a second signal: stopped at once, in the middle of a step
         pass
     except Exception as error:  # saved and logged below, then reported in one line
@@ -984,7 +988,7 @@ if __name__ == "__main__":
         )
         end_run(run_dir, writer, global_step, "interrupted", message, signal_name=stop.signal_name)
     if args.save_model and args.eval_episodes > 0:
-        # evaluation: a fresh network loads the saved model and plays full games, epsilon-greedy with epsilon end_e
+        # evaluation: a fresh network loads the saved model and plays full games
         eval_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
         eval_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
         scores = evaluate(eval_network, args, device, writer, stop)

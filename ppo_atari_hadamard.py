@@ -84,7 +84,7 @@ class Args:
     num_envs: int = 8
     """the number of parallel game environments"""
     num_steps: int = 128
-    """the number of steps to run in each environment per policy rollout"""
+    """the number of steps to run in each environment per rollout"""
     anneal_lr: bool = True
     """if toggled, the learning rate decays linearly to 0 over the run"""
     gamma: float = 0.99
@@ -92,7 +92,7 @@ class Args:
     gae_lambda: float = 0.95
     """the lambda for the general advantage estimation"""
     num_minibatches: int = 4
-    """the number of mini-batches per epoch"""
+    """the number of minibatches per epoch"""
     update_epochs: int = 4
     """the number of epochs over each rollout"""
     norm_adv: bool = True
@@ -106,7 +106,7 @@ class Args:
     vf_coef: float = 0.5
     """coefficient of the value loss"""
     max_grad_norm: float = 0.5
-    """the maximum norm of the gradient (clipped)"""
+    """the maximum norm for the gradient clipping"""
     target_kl: float | None = None
     """if set, an update stops early after the epoch whose last minibatch's approx_kl exceeds it"""
 
@@ -427,12 +427,12 @@ def end_run(run_dir: str, writer, step: int, outcome: str, message: str, signal_
     sys.exit({"finished": 0, "interrupted": EXIT_INTERRUPTED, "crashed": EXIT_CRASHED}[outcome])
 
 
-def compute_gae(rewards, values, next_value, terminals, truncated, valid, gamma: float, gae_lambda: float):
+def compute_gae(rewards, values, next_value, terminals, truncated, transitions, gamma: float, gae_lambda: float):
     """Generalized advantage estimates and value targets of one rollout, (num_steps, num_envs) tensors.
 
     rewards[t], values[t]: the (clipped) reward of step t and V(obs[t]); next_value: V of the observation after
     the last step. terminals[t]: step t lost a life or ended the game (no bootstrap). truncated[t]: the time limit
-    cut the game at step t. valid[t]: step t is a transition (False on the reset step after a game ends).
+    cut the game at step t. transitions[t]: False on reset and forced FIRE steps, which are no transitions.
 
     With ale-py's NEXT_STEP autoreset, the observation returned by the step that ends a game is that game's true
     final observation; it becomes obs[t + 1], the observation of the following reset step, so values[t + 1] is
@@ -450,7 +450,7 @@ def compute_gae(rewards, values, next_value, terminals, truncated, valid, gamma:
         next_values = next_value if t == num_steps - 1 else values[t + 1]
         delta = rewards[t] + gamma * (1.0 - terminals[t]) * next_values - values[t]
         game_goes_on = (1.0 - terminals[t]) * (1.0 - truncated[t])  # else the recursion is cut here
-        last_advantage = (delta + gamma * gae_lambda * game_goes_on * last_advantage) * valid[t]
+        last_advantage = (delta + gamma * gae_lambda * game_goes_on * last_advantage) * transitions[t]
         advantages[t] = last_advantage
     return advantages, advantages + values
 
@@ -489,6 +489,13 @@ def clipped_value_loss(new_values, old_values, returns, clip_coef: float, clip: 
 def ppo_loss(pg_loss, v_loss, entropy, ent_coef: float, vf_coef: float) -> torch.Tensor:
     """The loss PPO minimises: the policy loss, minus the entropy bonus (mean entropy), plus the weighted value loss."""
     return pg_loss - ent_coef * entropy + v_loss * vf_coef
+
+
+def transition_minibatches(transitions: torch.Tensor, num_minibatches: int) -> tuple[torch.Tensor, ...]:
+    """One epoch's minibatches: the indices of the flat (batch,) transitions flags that are True, shuffled, in
+    num_minibatches parts. Reset and forced FIRE steps have no target: they are left out, not weighted 0."""
+    b_inds = torch.nonzero(transitions).flatten()
+    return torch.tensor_split(b_inds[torch.randperm(len(b_inds), device=b_inds.device)], num_minibatches)
 
 
 def evaluate(agent: nn.Module, args: Args, device: torch.device, writer: SummaryWriter, stop) -> list[float]:
@@ -742,16 +749,17 @@ if __name__ == "__main__":
         print(f"run folder: {run_dir}")
         sys.exit(0 if len(scores) == args.eval_episodes else EXIT_INTERRUPTED)
 
-    # ALGO LOGIC: storage setup. What the network reads and writes stays on the device (observations as uint8);
-    # what the env returns (rewards and flags) is kept on the host and copied over once per rollout
-    obs = torch.zeros((args.num_steps, args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
+    # ALGO LOGIC: rollout storage. What the network reads and writes stays on the device (observations as uint8);
+    # what the env returns (rewards and flags) stays on the host and is copied over once per rollout
+    obs_shape = (args.num_steps, args.num_envs) + envs.single_observation_space.shape
+    obs = torch.zeros(obs_shape, dtype=torch.uint8, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     logprobs = torch.zeros((args.num_steps, args.num_envs), device=device)
     values = torch.zeros((args.num_steps, args.num_envs), device=device)
     rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-    terminals = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)  # game over or lost life
+    terminals = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)  # game over or lost life: no bootstrap
     truncated = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)  # cut by the time limit
-    valid = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)  # 0 on reset steps
+    transitions = np.zeros((args.num_steps, args.num_envs), dtype=bool)  # False on reset and forced FIRE steps
 
     # TRY NOT TO MODIFY: start the games, or continue the run from its checkpoint with fresh games (see README)
     global_step = 0
@@ -805,34 +813,34 @@ if __name__ == "__main__":
                 write_status(run_dir, checkpoint_step=global_step)
             if stop:
                 break
-            # Annealing the rate if instructed to do so.
             if args.anneal_lr:
                 frac = 1.0 - (iteration - 1.0) / args.num_iterations
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
             for step in range(args.num_steps):
                 global_step += args.num_envs
-                obs[step] = next_obs
 
-                # ALGO LOGIC: action logic
+                # ALGO LOGIC: actions sampled from the policy, on the device
                 with torch.no_grad():
                     action, logprob, _, value = agent.get_action_and_value(next_obs)
-                values[step] = value.flatten()
+
+                # TRY NOT TO MODIFY: play the step. send copies the actions to the host (the one copy per step); the
+                # envs play them in their own threads while the device stores this step; recv waits for the results
+                envs.send(tracker.with_forced_fire(action.cpu().numpy()))  # FIRE after a lost life, if forced
+                obs[step] = next_obs
                 actions[step] = action
                 logprobs[step] = logprob
-
-                # TRY NOT TO MODIFY: execute the game and log data (the one host copy of the step: the actions)
-                env_actions = tracker.with_forced_fire(action.cpu().numpy())  # FIRE after a lost life, if forced
-                next_obs, reward, terminations, truncations, info = envs.step(env_actions)
+                values[step] = value.flatten()
+                obs_np, reward, terminations, truncations, info = envs.recv()
+                next_obs = torch.as_tensor(obs_np, device=device)
                 is_transition, life_lost, finished = tracker.step(reward, terminations, truncations, info["lives"])
                 rewards[step] = np.sign(reward)  # rewards clipped to their sign for learning
-                # a lost life is terminal for learning; a game cut by the time limit is not: its next_obs is the
-                # game's true final observation, whose value the next (reset) step computes, and GAE bootstraps
-                # from it. The reset step and a forced FIRE step are no transitions (valid 0). See compute_gae.
+                # a lost life is terminal for learning; a game cut by the time limit is not: its obs_np is the game's
+                # true final observation, whose value the next (reset) step computes, and GAE bootstraps from it.
+                # The reset step and a forced FIRE step are no transitions. See compute_gae.
                 terminals[step] = is_transition & (terminations | life_lost)
                 truncated[step] = is_transition & truncations
-                valid[step] = is_transition
-                next_obs = torch.from_numpy(next_obs).to(device)
+                transitions[step] = is_transition
                 for _, score, length in finished:
                     recent_returns.append(score)
                     writer.add_scalar("charts/episodic_return", score, global_step)
@@ -841,25 +849,25 @@ if __name__ == "__main__":
             # ALGO LOGIC: advantages. V(next_obs) is also the bootstrap of a game truncated at the last step
             with torch.no_grad():
                 next_value = agent.get_value(next_obs).flatten()
-            r, term, trunc, is_valid = (torch.from_numpy(x).to(device) for x in (rewards, terminals, truncated, valid))
-            advantages, returns = compute_gae(r, values, next_value, term, trunc, is_valid, args.gamma, args.gae_lambda)
+            r, term, trunc, trans = (
+                torch.from_numpy(x).to(device) for x in (rewards, terminals, truncated, transitions)
+            )
+            advantages, returns = compute_gae(r, values, next_value, term, trunc, trans, args.gamma, args.gae_lambda)
 
             # flatten the batch
-            b_obs = obs.reshape((-1, 4, 84, 84))
+            b_obs = obs.flatten(0, 1)
             b_logprobs = logprobs.reshape(-1)
             b_actions = actions.reshape(-1)
             b_advantages = advantages.reshape(-1)
             b_returns = returns.reshape(-1)
             b_values = values.reshape(-1)
-            # only transitions enter the loss: the reset and forced FIRE steps (a handful per rollout) are left out
-            b_inds = torch.nonzero(is_valid.reshape(-1)).flatten()
+            b_transitions = trans.reshape(-1)
 
-            # Optimizing the policy and value network
+            # ALGO LOGIC: optimise the clipped PPO loss over update_epochs epochs of num_minibatches minibatches
             loss_sums = torch.zeros(6, device=device)  # summed over all minibatches, averaged when logged
             num_minibatch_updates = 0
             for epoch in range(args.update_epochs):
-                shuffled = b_inds[torch.randperm(len(b_inds), device=device)]
-                for mb_inds in torch.tensor_split(shuffled, args.num_minibatches):
+                for mb_inds in transition_minibatches(b_transitions, args.num_minibatches):
                     _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb_inds], b_actions[mb_inds])
 
                     with torch.no_grad():
@@ -870,12 +878,10 @@ if __name__ == "__main__":
                         approx_kl = ((ratio - 1) - logratio).mean()
                         clipfrac = ((ratio - 1.0).abs() > args.clip_coef).float().mean()
 
-                    # Policy loss
                     pg_loss = clipped_policy_loss(
                         newlogprob, b_logprobs[mb_inds], b_advantages[mb_inds], args.clip_coef, args.norm_adv
                     )
 
-                    # Value loss
                     v_loss = clipped_value_loss(
                         newvalue, b_values[mb_inds], b_returns[mb_inds], args.clip_coef, args.clip_vloss
                     )
@@ -897,7 +903,7 @@ if __name__ == "__main__":
             # TRY NOT TO MODIFY: record losses for plotting purposes (one host copy per update)
             loss_means = (loss_sums / num_minibatch_updates).tolist()
             v_loss, pg_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac = loss_means
-            y_pred, y_true = b_values[b_inds].cpu().numpy(), b_returns[b_inds].cpu().numpy()
+            y_pred, y_true = b_values[b_transitions].cpu().numpy(), b_returns[b_transitions].cpu().numpy()
             var_y = np.var(y_true)
             explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
@@ -909,7 +915,7 @@ if __name__ == "__main__":
             writer.add_scalar("losses/clipfrac", clipfrac, global_step)
             writer.add_scalar("losses/explained_variance", explained_var, global_step)
 
-            # diagnostics on states of the current rollout
+            # diagnostics on a random sample of this rollout's states
             if args.diagnostics_interval > 0 and global_step >= next_diagnostics_step:
                 next_diagnostics_step += args.diagnostics_interval
                 probe = torch.randperm(args.batch_size, generator=probe_generator, device=device)

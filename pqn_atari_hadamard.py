@@ -437,48 +437,53 @@ def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> fl
 
 def q_lambda_returns(
     rewards: torch.Tensor,
-    dones: torch.Tensor,
+    terminals: torch.Tensor,
     max_q: torch.Tensor,
-    is_transition: torch.Tensor,
+    transitions: torch.Tensor,
     gamma: float,
     q_lambda: float,
 ) -> torch.Tensor:
-    """Q(lambda) targets (PQN paper), backwards over a rollout of steps t = 0, ..., T:
+    """Q(lambda) targets (PQN paper), backwards over a rollout of steps t = 0, ..., num_steps - 1:
 
-        G_T = r_T + gamma (1 - d_T) maxQ(s_{T+1})
-        G_t = r_t + gamma (1 - d_t) [lambda G_{t+1} + (1 - lambda) maxQ(s_{t+1})]
+        G[t] = r[t] + gamma * (1 - terminal[t]) * (lambda * G[t + 1] + (1 - lambda) * maxQ(obs[t + 1]))
+        with G[num_steps] = maxQ(obs[num_steps]), the obs after the rollout.
 
-    rewards, dones (1 where a life was lost or the game ended at step t) and is_transition are (T + 1, num_envs);
-    max_q (T + 2, num_envs) holds maxQ(s_t) cached during the rollout and, last, maxQ(s_{T+1}) of the obs after it.
-    Where step t + 1 is no transition (the reset step after a game ended, or a forced FIRE after a lost life),
-    G_{t+1} is replaced by maxQ(s_{t+1}), the max-Q of the obs step t returned: the recursion stops there, and a
-    truncated game bootstraps from its final obs. Such a step's own target is meaningless; the loss masks it.
+    rewards, terminals (1 where a life was lost or the game ended at step t) and transitions (False on reset and
+    forced FIRE steps) are (num_steps, num_envs); max_q (num_steps + 1, num_envs) holds maxQ(obs[t]) cached during
+    the rollout and, last, maxQ(obs[num_steps]). Where step t + 1 is no transition, G[t + 1] is replaced by
+    maxQ(obs[t + 1]), the max-Q of the obs step t returned: the recursion stops there, and a truncated game
+    bootstraps from its final obs. Such a step's own target is meaningless; the update leaves it out of the batch.
     lambda = 0 gives the one-step targets.
     """
     returns = torch.zeros_like(rewards)
     next_return = max_q[-1]
     for t in reversed(range(len(rewards))):
         bootstrap = q_lambda * next_return + (1 - q_lambda) * max_q[t + 1]
-        returns[t] = rewards[t] + gamma * (1 - dones[t]) * bootstrap
-        next_return = torch.where(is_transition[t], returns[t], max_q[t])
+        returns[t] = rewards[t] + gamma * (1 - terminals[t]) * bootstrap
+        # step t - 1 must not look through a reset or forced FIRE step into another game or life
+        next_return = torch.where(transitions[t], returns[t], max_q[t])
     return returns
 
 
-def q_lambda_loss(q_values, actions, returns, is_transition) -> tuple[torch.Tensor, torch.Tensor]:
-    """0.5 * the mean squared error of Q(s, a) against the Q(lambda) targets, over transitions only.
+def q_lambda_loss(q_values, actions, returns) -> tuple[torch.Tensor, torch.Tensor]:
+    """0.5 * the mean squared error of Q(s, a) against the Q(lambda) targets.
 
-    q_values (batch, num_actions); actions, returns and is_transition (batch,). A step that is no transition (the
-    reset step after a game ended) has no target: it weighs 0 in the loss and in the mean. Returns the loss and
-    the mean Q(s, a) of the transitions (detached, for logging).
+    q_values (batch, num_actions); actions and returns (batch,), transitions only (the update leaves reset and
+    forced FIRE steps out). Returns the loss and the mean Q(s, a) (detached, for logging).
     """
-    weights = is_transition.float()
-    count = weights.sum().clamp(min=1.0)
     q_taken = q_values.gather(1, actions[:, None]).squeeze(1)
-    loss = 0.5 * ((q_taken - returns).square() * weights).sum() / count
-    return loss, (q_taken.detach() * weights).sum() / count
+    loss = 0.5 * (q_taken - returns).square().mean()
+    return loss, q_taken.detach().mean()
 
 
-def evaluate(network: nn.Module, args: Args, device: torch.device, writer: SummaryWriter, stop) -> list[float]:
+def transition_minibatches(transitions: torch.Tensor, num_minibatches: int) -> tuple[torch.Tensor, ...]:
+    """One epoch's minibatches: the indices of the flat (batch,) transitions flags that are True, shuffled, in
+    num_minibatches parts. Reset and forced FIRE steps have no target: they are left out, not weighted 0."""
+    b_inds = torch.nonzero(transitions).flatten()
+    return torch.tensor_split(b_inds[torch.randperm(len(b_inds), device=b_inds.device)], num_minibatches)
+
+
+def evaluate(q_network: nn.Module, args: Args, device: torch.device, writer: SummaryWriter, stop) -> list[float]:
     """Plays one full game in each of eval_episodes envs (so that short games are not favoured), epsilon-greedy with
     epsilon end_e; logs and prints each score as its game ends, and stops early when asked (the games played count)."""
     envs = make_env(args.env_id, args.eval_episodes, args.max_episode_frames, args.repeat_action_probability)
@@ -492,7 +497,7 @@ def evaluate(network: nn.Module, args: Args, device: torch.device, writer: Summa
     try:
         while len(scores) < args.eval_episodes and not stop:
             with torch.no_grad():
-                q_values = network(torch.as_tensor(obs, device=device))
+                q_values = q_network(torch.as_tensor(obs, device=device))
             explore = torch.rand(args.eval_episodes, device=device) < args.end_e
             random_actions = torch.randint(num_actions, (args.eval_episodes,), device=device)
             actions = torch.where(explore, random_actions, q_values.argmax(dim=1)).cpu().numpy()
@@ -578,6 +583,8 @@ def check_args(args: Args) -> None:
             f"--num-minibatches ({args.num_minibatches}) must divide --num-envs * --num-steps "
             f"({args.num_envs} * {args.num_steps} = {batch_size})"
         )
+    if batch_size // args.num_minibatches < 2:
+        raise ValueError("minibatches need at least 2 samples (reset and forced FIRE steps are left out of them)")
     if args.total_timesteps < batch_size:
         raise ValueError(f"--total-timesteps ({args.total_timesteps}) is less than one rollout ({batch_size} steps)")
     if args.diagnostics_interval > 0 and args.diagnostics_samples > batch_size:
@@ -709,17 +716,17 @@ if __name__ == "__main__":
     num_actions = envs.single_action_space.n
     fire_action = find_fire_action(envs) if args.fire_on_life_loss else None  # pressed after every lost life
 
-    network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
+    q_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
     # foreach: the multi-tensor update, which PyTorch picks by itself on GPUs but not on CPUs (3x faster there)
-    optimizer = torch.optim.RAdam(network.parameters(), lr=args.learning_rate, foreach=True)
+    optimizer = torch.optim.RAdam(q_network.parameters(), lr=args.learning_rate, foreach=True)
     probe_generator = torch.Generator(device=device).manual_seed(args.seed)  # diagnostics' own, not training's
-    num_parameters = sum(parameter.numel() for parameter in network.parameters())
-    print(f"device {device} | {type(network).__name__} of {num_parameters:,} parameters | run folder {run_dir}")
+    num_parameters = sum(parameter.numel() for parameter in q_network.parameters())
+    print(f"device {device} | {type(q_network).__name__} of {num_parameters:,} parameters | run folder {run_dir}")
     stop = StopRequest()
 
     if args.eval_only:  # --resume RUN_DIR --eval-only: the saved model's evaluation, nothing else
-        network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
-        scores = evaluate(network, args, device, writer, stop)
+        q_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
+        scores = evaluate(q_network, args, device, writer, stop)
         write_status(run_dir, evaluation={"returns": scores, "of": args.eval_episodes})
         writer.close()
         print(
@@ -728,15 +735,15 @@ if __name__ == "__main__":
         print(f"run folder: {run_dir}")
         sys.exit(0 if len(scores) == args.eval_episodes else EXIT_INTERRUPTED)
 
-    # ALGO LOGIC: rollout storage. Observations stay uint8 on the device; max_q has one more row, for the obs after
-    # the rollout. Rewards and episode flags arrive on the host: they stay there and are copied once per rollout.
+    # ALGO LOGIC: rollout storage. What the network reads and writes stays on the device (observations as uint8);
+    # what the env returns (rewards and flags) stays on the host and is copied over once per rollout
     obs_shape = (args.num_steps, args.num_envs) + envs.single_observation_space.shape
     obs = torch.zeros(obs_shape, dtype=torch.uint8, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
-    max_q = torch.zeros((args.num_steps + 1, args.num_envs), device=device)
+    max_q = torch.zeros((args.num_steps + 1, args.num_envs), device=device)  # and maxQ of the obs after the rollout
     rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-    dones = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
-    transitions = np.zeros((args.num_steps, args.num_envs), dtype=bool)
+    terminals = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)  # game over or lost life: no bootstrap
+    transitions = np.zeros((args.num_steps, args.num_envs), dtype=bool)  # False on reset and forced FIRE steps
 
     # TRY NOT TO MODIFY: start the games, or continue the run from its checkpoint with fresh games (see README)
     global_step = 0
@@ -751,15 +758,15 @@ if __name__ == "__main__":
         next_checkpoint_step = checkpoint["next_checkpoint_step"]
         recent_returns.extend(checkpoint["recent_returns"])
         elapsed_time = checkpoint["elapsed_time"]
-        network.load_state_dict(checkpoint["network"])
+        q_network.load_state_dict(checkpoint["q_network"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         probe_generator.set_state(checkpoint["probe_generator"])
         restore_rng_states(checkpoint["rng"])
         reset_seed = resume_seed(args.seed, global_step, args.num_envs)
         print(f"resumed at step {global_step:,} from {checkpoint_path}")
         del checkpoint
-    obs_np, info = envs.reset(seed=reset_seed)
-    next_obs = torch.as_tensor(obs_np, device=device)
+    next_obs, info = envs.reset(seed=reset_seed)
+    next_obs = torch.from_numpy(next_obs).to(device)
     tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     start_time = last_print = time.time() - elapsed_time
     epsilon_duration = args.exploration_fraction * args.total_timesteps
@@ -773,7 +780,7 @@ if __name__ == "__main__":
             "recent_returns": list(recent_returns),
             "elapsed_time": time.time() - start_time,
             "episode_tracker": saveable_vars(tracker),
-            "network": network.state_dict(),
+            "q_network": q_network.state_dict(),
             "optimizer": optimizer.state_dict(),
             "probe_generator": probe_generator.get_state(),
             "rng": rng_states(),
@@ -786,7 +793,7 @@ if __name__ == "__main__":
             # TRY NOT TO MODIFY: between two rollouts the run is whole: checkpoint it now and then, stop here when asked
             if args.checkpoint_interval > 0 and global_step >= next_checkpoint_step:
                 next_checkpoint_step += args.checkpoint_interval
-                atomic_save(network.state_dict(), model_path)
+                atomic_save(q_network.state_dict(), model_path)
                 atomic_save(training_state(), checkpoint_path)
                 write_status(run_dir, checkpoint_step=global_step)
             if stop:
@@ -795,86 +802,76 @@ if __name__ == "__main__":
                 frac = 1.0 - (iteration - 1.0) / args.num_iterations
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
-            ended_games = []
             for step in range(args.num_steps):
                 global_step += args.num_envs
                 epsilon = linear_schedule(args.start_e, args.end_e, epsilon_duration, global_step)
 
                 # ALGO LOGIC: epsilon-greedy actions, each env exploring on its own, all on the device
                 with torch.no_grad():
-                    best_q, greedy_actions = network(next_obs).max(dim=1)
+                    best_q, greedy_actions = q_network(next_obs).max(dim=1)
                 explore = torch.rand(args.num_envs, device=device) < epsilon
                 random_actions = torch.randint(num_actions, (args.num_envs,), device=device)
                 action = torch.where(explore, random_actions, greedy_actions)
 
-                # TRY NOT TO MODIFY: send the actions (the one copy to the host per step); the envs play them in
-                # their own threads while the device stores this step, then the results come back
+                # TRY NOT TO MODIFY: play the step. send copies the actions to the host (the one copy per step); the
+                # envs play them in their own threads while the device stores this step; recv waits for the results
                 envs.send(tracker.with_forced_fire(action.cpu().numpy()))  # FIRE after a lost life, if forced
                 obs[step] = next_obs
                 actions[step] = action
                 max_q[step] = best_q
-                obs_np, reward, termination, truncation, info = envs.recv()
+                obs_np, reward, terminations, truncations, info = envs.recv()
                 next_obs = torch.as_tensor(obs_np, device=device)
-                is_transition, life_lost, finished = tracker.step(reward, termination, truncation, info["lives"])
-                rewards[step] = np.sign(reward)
-                dones[step] = termination | life_lost  # a lost life ends the return; a truncated game bootstraps
+                is_transition, life_lost, finished = tracker.step(reward, terminations, truncations, info["lives"])
+                rewards[step] = np.sign(reward)  # rewards clipped to their sign for learning
+                # a lost life is terminal for learning; a game cut by the time limit is not: its obs_np is the game's
+                # true final observation, whose max-Q the next (reset) step computes, and Q(lambda) bootstraps from it.
+                # The reset step and a forced FIRE step are no transitions. See q_lambda_returns.
+                terminals[step] = is_transition & (terminations | life_lost)
                 transitions[step] = is_transition
-                ended_games += [(global_step, score, length) for _, score, length in finished]
-
-            # TRY NOT TO MODIFY: record the games that ended during the rollout
-            for step_of_end, score, length in ended_games:
-                recent_returns.append(score)
-                writer.add_scalar("charts/episodic_return", score, step_of_end)
-                writer.add_scalar("charts/episodic_length", length, step_of_end)
+                for _, score, length in finished:
+                    recent_returns.append(score)
+                    writer.add_scalar("charts/episodic_return", score, global_step)
+                    writer.add_scalar("charts/episodic_length", length, global_step)
 
             # ALGO LOGIC: Q(lambda) targets from the max-Q values cached during the rollout (no target network)
             with torch.no_grad():
-                max_q[args.num_steps] = network(next_obs).max(dim=1).values
-                b_transitions = torch.as_tensor(transitions, device=device)
-                returns = q_lambda_returns(
-                    torch.as_tensor(rewards, device=device),
-                    torch.as_tensor(dones, device=device),
-                    max_q,
-                    b_transitions,
-                    args.gamma,
-                    args.q_lambda,
-                )
+                max_q[args.num_steps] = q_network(next_obs).max(dim=1).values
+            r, term, trans = (torch.from_numpy(x).to(device) for x in (rewards, terminals, transitions))
+            returns = q_lambda_returns(r, term, max_q, trans, args.gamma, args.q_lambda)
 
-            # flatten the rollout; reset and forced FIRE steps are no transitions and weigh 0 in the loss
+            # flatten the batch
             b_obs = obs.flatten(0, 1)
-            b_actions = actions.flatten()
-            b_returns = returns.flatten()
-            b_is_transition = b_transitions.flatten()
+            b_actions = actions.reshape(-1)
+            b_returns = returns.reshape(-1)
+            b_transitions = trans.reshape(-1)
 
             # ALGO LOGIC: optimise 0.5 * MSE(Q(s, a), G) over update_epochs epochs of num_minibatches minibatches
-            td_losses, q_taken_means = [], []
+            loss_sums = torch.zeros(2, device=device)  # summed over all minibatches, averaged when logged
+            num_minibatch_updates = 0
             for epoch in range(args.update_epochs):
-                b_order = torch.randperm(args.batch_size, device=device)
-                for start in range(0, args.batch_size, args.minibatch_size):
-                    mb_inds = b_order[start : start + args.minibatch_size]
-                    loss, q_taken_mean = q_lambda_loss(
-                        network(b_obs[mb_inds]), b_actions[mb_inds], b_returns[mb_inds], b_is_transition[mb_inds]
-                    )
+                for mb_inds in transition_minibatches(b_transitions, args.num_minibatches):
+                    loss, q_mean = q_lambda_loss(q_network(b_obs[mb_inds]), b_actions[mb_inds], b_returns[mb_inds])
 
                     optimizer.zero_grad()
                     loss.backward()
-                    nn.utils.clip_grad_norm_(network.parameters(), args.max_grad_norm)
+                    nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
                     optimizer.step()
-                    td_losses.append(loss.detach())
-                    q_taken_means.append(q_taken_mean)
+                    loss_sums += torch.stack([loss, q_mean]).detach()
+                    num_minibatch_updates += 1
 
-            # TRY NOT TO MODIFY: record rewards for plotting purposes (one copy to the host per rollout)
-            writer.add_scalar("losses/td_loss", torch.stack(td_losses).mean().item(), global_step)
-            writer.add_scalar("losses/q_values", torch.stack(q_taken_means).mean().item(), global_step)
-            writer.add_scalar("charts/epsilon", epsilon, global_step)
+            # TRY NOT TO MODIFY: record losses for plotting purposes (one host copy per update)
+            td_loss, q_values = (loss_sums / num_minibatch_updates).tolist()
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+            writer.add_scalar("losses/td_loss", td_loss, global_step)
+            writer.add_scalar("losses/q_values", q_values, global_step)
+            writer.add_scalar("charts/epsilon", epsilon, global_step)
 
             # diagnostics on a random sample of this rollout's states
             if args.diagnostics_interval > 0 and global_step >= next_diagnostics_step:
                 next_diagnostics_step += args.diagnostics_interval
                 probe = torch.randperm(args.batch_size, generator=probe_generator, device=device)
                 probe_obs = b_obs[probe[: args.diagnostics_samples]]
-                activations = diagnostics.capture_activations(network, probe_obs)
+                activations = diagnostics.capture_activations(q_network, probe_obs)
                 diagnostics.log_diagnostics(
                     writer,
                     global_step,
@@ -899,7 +896,7 @@ if __name__ == "__main__":
     # TRY NOT TO MODIFY: keep what the run reached, evaluate it when its training is over, record how it ended
     if args.save_model:
         try:
-            atomic_save(network.state_dict(), model_path)
+            atomic_save(q_network.state_dict(), model_path)
             print(f"model saved to {model_path}")
             if crash is None and not stop.at_once:
                 atomic_save(training_state(), checkpoint_path)

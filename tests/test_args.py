@@ -76,6 +76,7 @@ SPECIFIC = {
         (["--max-grad-norm", "0"], "--max-grad-norm must be positive"),
         (["--num-envs", "0"], "--num-envs must be positive"),
         (["--num-minibatches", "3"], "--num-minibatches (3) must divide --num-envs * --num-steps (16 * 32 = 512)"),
+        (["--num-minibatches", "512"], "minibatches need at least 2 samples"),
         (["--total-timesteps", "100"], "is less than one rollout"),
         (["--diagnostics-samples", "1024"], "must be at most the states of one rollout"),
     ],

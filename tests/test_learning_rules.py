@@ -3,6 +3,7 @@ step of the real network on a fixed small batch, which must move the network the
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -207,27 +208,44 @@ def test_ppo_entropy_bonus_alone_makes_the_policy_less_certain():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# PQN: masked Q(lambda) regression
+# PQN: Q(lambda) regression, over transitions only
 # ---------------------------------------------------------------------------------------------------------
-def test_pqn_loss_is_half_the_mean_squared_error_over_transitions_only():
-    q_values = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]], requires_grad=True)
-    actions = torch.tensor([0, 1, 1, 0])
-    returns = tensor(2, 2, 100, 7)  # the third step is a reset step: its "target" means nothing
-    is_transition = torch.tensor([True, True, False, True])
-    loss, q_mean = pqn.q_lambda_loss(q_values, actions, returns, is_transition)
+def test_pqn_loss_is_half_the_mean_squared_error_of_the_actions_taken():
+    q_values = torch.tensor([[1.0, 2.0], [3.0, 4.0], [7.0, 8.0]], requires_grad=True)
+    actions = torch.tensor([0, 1, 0])
+    returns = tensor(2, 2, 7)
+    loss, q_mean = pqn.q_lambda_loss(q_values, actions, returns)
     assert loss.item() == pytest.approx(0.5 * (1**2 + 2**2 + 0**2) / 3)
     assert q_mean.item() == pytest.approx((1 + 4 + 7) / 3)
     loss.backward()
-    # d loss / d Q(s, a) = (Q(s, a) - G) / transitions for the actions taken; nothing for the reset step
-    torch.testing.assert_close(q_values.grad, torch.tensor([[-1 / 3, 0], [0, 2 / 3], [0, 0], [0, 0]]))
+    # d loss / d Q(s, a) = (Q(s, a) - G) / batch for the actions taken, nothing for the others
+    torch.testing.assert_close(q_values.grad, torch.tensor([[-1 / 3, 0], [0, 2 / 3], [0, 0]]))
 
 
-def test_pqn_loss_of_a_minibatch_without_transitions_is_zero():
-    q_values = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
-    loss, q_mean = pqn.q_lambda_loss(q_values, torch.tensor([0, 1]), tensor(5, 5), torch.tensor([False, False]))
-    assert loss.item() == 0.0 and q_mean.item() == 0.0
-    loss.backward()
-    assert (q_values.grad == 0).all()
+def rollout_transitions(num_steps=12):
+    """The transitions flags of a real rollout of EpisodeTracker: a lost life (forced FIRE next) and a game over
+    (reset step next) in env 0, nothing in env 1; flattened (num_steps * 2,) as the training loops do."""
+    tracker = pqn.EpisodeTracker(2, lives=np.array([2, 3]), fire_action=1)
+    transitions = np.zeros((num_steps, 2), dtype=bool)
+    for t in range(num_steps):
+        lives = np.array([1 if t >= 3 else 2, 3])
+        game_over = np.array([t == 7, False])
+        tracker.with_forced_fire(np.zeros(2, dtype=np.int64))
+        transitions[t], _, _ = tracker.step(np.zeros(2), game_over, np.array([False, False]), lives)
+    return torch.from_numpy(transitions.reshape(-1))
+
+
+@pytest.mark.parametrize("script", [ppo, pqn], ids=["ppo", "pqn"])
+def test_minibatches_hold_every_transition_once_and_no_reset_or_forced_fire_step(script):
+    transitions = rollout_transitions()
+    non_transitions = torch.nonzero(~transitions).flatten().tolist()
+    assert non_transitions == [4 * 2, 8 * 2]  # env 0: the forced FIRE after the lost life, the reset step
+    torch.manual_seed(0)
+    minibatches = script.transition_minibatches(transitions, 4)
+    assert len(minibatches) == 4 and {len(mb) for mb in minibatches} == {5, 6}
+    chosen = torch.cat(minibatches)
+    assert sorted(chosen.tolist()) == torch.nonzero(transitions).flatten().tolist()
+    assert chosen.tolist() != sorted(chosen.tolist())  # shuffled
 
 
 def test_pqn_one_update_moves_q_towards_g_and_ignores_reset_steps():
@@ -235,16 +253,19 @@ def test_pqn_one_update_moves_q_towards_g_and_ignores_reset_steps():
     n = 16
     obs = random_frames(n, seed=5)
     actions = torch.arange(n) % 4
-    is_transition = torch.tensor([True] * 12 + [False] * 4)
+    transitions = torch.tensor([True] * 12 + [False] * 4)
     network = pqn.QNetwork(4, hidden_dim=64)
     initial_state = copy.deepcopy(network.state_dict())
     args = pqn.Args()
 
     def one_update(reset_step_targets):
+        """One minibatch update as the training loop makes it: the minibatch is chosen from the transitions."""
         network.load_state_dict(initial_state)
         optimizer = torch.optim.RAdam(network.parameters(), lr=args.learning_rate, foreach=True)
         returns = torch.cat([tensor(1, -1, 2, -2).repeat(3), torch.full((4,), reset_step_targets)])
-        loss, _ = pqn.q_lambda_loss(network(obs), actions, returns, is_transition)
+        torch.manual_seed(1)  # the same shuffle in both updates
+        (mb_inds,) = pqn.transition_minibatches(transitions, 1)
+        loss, _ = pqn.q_lambda_loss(network(obs[mb_inds]), actions[mb_inds], returns[mb_inds])
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), args.max_grad_norm)
@@ -256,11 +277,11 @@ def test_pqn_one_update_moves_q_towards_g_and_ignores_reset_steps():
     returns, loss, state = one_update(1000.0)
     with torch.no_grad():
         q_after = network(obs).gather(1, actions[:, None]).squeeze(1)
-        loss_after, _ = pqn.q_lambda_loss(network(obs), actions, returns, is_transition)
+        loss_after, _ = pqn.q_lambda_loss(network(obs[:12]), actions[:12], returns[:12])
     assert loss_after < loss
     change = q_after - q_before
-    rise = is_transition & (returns > q_before)
-    fall = is_transition & (returns < q_before)
+    rise = transitions & (returns > q_before)
+    fall = transitions & (returns < q_before)
     assert rise.sum() == fall.sum() == 6
     assert (change[rise] > 0).all() and (change[fall] < 0).all()
     # what the reset steps' targets say makes no difference to the update

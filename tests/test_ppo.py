@@ -54,13 +54,13 @@ def gae_rollout():
     next_value = torch.tensor([9.0, 4.0])
     terminals = torch.tensor([[0, 1, 0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 0]], dtype=torch.float32).T
     truncated = torch.tensor([[0, 0, 0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0, 0, 1]], dtype=torch.float32).T
-    valid = torch.tensor([[1, 1, 1, 1, 0, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1, 1]], dtype=torch.float32).T
-    return rewards, values, next_value, terminals, truncated, valid
+    transitions = torch.tensor([[1, 1, 1, 1, 0, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1, 1]], dtype=torch.float32).T
+    return rewards, values, next_value, terminals, truncated, transitions
 
 
 def test_gae_against_hand_computed_values():
-    rewards, values, next_value, terminals, truncated, valid = gae_rollout()
-    advantages, returns = compute_gae(rewards, values, next_value, terminals, truncated, valid, 0.5, 0.5)
+    rewards, values, next_value, terminals, truncated, transitions = gae_rollout()
+    advantages, returns = compute_gae(rewards, values, next_value, terminals, truncated, transitions, 0.5, 0.5)
     # env 0, backwards. delta[t] = r[t] + 0.5 * (1 - terminal[t]) * V(obs[t+1]) - V(obs[t])
     a7 = 0.0  # reset step: no transition
     a6 = 1 + 0.5 * 8 - 7  # truncated: bootstraps from the final observation's value 8; recursion cut = -2
@@ -79,12 +79,12 @@ def test_gae_against_hand_computed_values():
 
 
 def test_gae_ignores_what_happens_on_a_reset_step():
-    rewards, values, next_value, terminals, truncated, valid = gae_rollout()
-    before, _ = compute_gae(rewards, values, next_value, terminals, truncated, valid, 0.99, 0.95)
+    rewards, values, next_value, terminals, truncated, transitions = gae_rollout()
+    before, _ = compute_gae(rewards, values, next_value, terminals, truncated, transitions, 0.99, 0.95)
     rewards[4, 0] = 100.0  # whatever a reset step reports is no transition
     terminals[4, 0] = 1.0
     values[4, 0] = -50.0  # the value of a game-over's final observation is never a bootstrap
-    after, _ = compute_gae(rewards, values, next_value, terminals, truncated, valid, 0.99, 0.95)
+    after, _ = compute_gae(rewards, values, next_value, terminals, truncated, transitions, 0.99, 0.95)
     torch.testing.assert_close(after, before)
 
 
@@ -96,7 +96,7 @@ def forced_fire_rollout():
     """
     tracker = EpisodeTracker(1, np.array([3]), fire_action=1)
     raw_rewards, lives = [1.0, 0.0, 7.0, 1.0, 0.0], [3, 2, 2, 2, 2]
-    rewards, terminals, truncated, valid = (torch.zeros(5, 1) for _ in range(4))
+    rewards, terminals, truncated, transitions = (torch.zeros(5, 1) for _ in range(4))
     no = np.zeros(1, dtype=bool)
     for t in range(5):
         forced = tracker.forced_fire[0]
@@ -105,15 +105,15 @@ def forced_fire_rollout():
         rewards[t] = float(np.sign(raw_rewards[t]))
         terminals[t] = float(is_transition[0] and life_lost[0])
         truncated[t] = 0.0
-        valid[t] = float(is_transition[0])
+        transitions[t] = float(is_transition[0])
     values = torch.arange(1.0, 6.0)[:, None]
-    return rewards, values, torch.tensor([6.0]), terminals, truncated, valid
+    return rewards, values, torch.tensor([6.0]), terminals, truncated, transitions
 
 
 def test_gae_never_runs_across_a_forced_fire_step():
-    rewards, values, next_value, terminals, truncated, valid = forced_fire_rollout()
-    assert valid[:, 0].tolist() == [1, 1, 0, 1, 1] and terminals[:, 0].tolist() == [0, 1, 0, 0, 0]
-    advantages, _ = compute_gae(rewards, values, next_value, terminals, truncated, valid, 0.5, 0.5)
+    rewards, values, next_value, terminals, truncated, transitions = forced_fire_rollout()
+    assert transitions[:, 0].tolist() == [1, 1, 0, 1, 1] and terminals[:, 0].tolist() == [0, 1, 0, 0, 0]
+    advantages, _ = compute_gae(rewards, values, next_value, terminals, truncated, transitions, 0.5, 0.5)
     a4 = 0 + 0.5 * 6 - 5  # = -2
     a3 = (1 + 0.5 * 5 - 4) + 0.25 * a4  # = -1
     a2 = 0.0  # the forced FIRE: no advantage (and out of the loss)
@@ -122,7 +122,7 @@ def test_gae_never_runs_across_a_forced_fire_step():
     torch.testing.assert_close(advantages, torch.tensor([[a0], [a1], [a2], [a3], [a4]]))
     # nothing about the forced step reaches another step's advantage
     rewards[2], values[2] = -1.0, 100.0
-    again, _ = compute_gae(rewards, values, next_value, terminals, truncated, valid, 0.5, 0.5)
+    again, _ = compute_gae(rewards, values, next_value, terminals, truncated, transitions, 0.5, 0.5)
     torch.testing.assert_close(again, advantages)
 
 

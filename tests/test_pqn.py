@@ -34,11 +34,11 @@ def test_q_lambda_by_hand_with_life_loss_game_over_and_truncation():
     # env 1: the game is over at step 1; step 2 is the NEXT_STEP reset step (no transition)
     # env 2: the game is truncated at step 1 (not terminal); step 2 is the reset step
     rewards = torch.stack([column(1, 0, 1), column(0, 1, 1), column(1, 0, 0), column(0, 2, 1)])
-    dones = torch.stack([column(0, 0, 0), column(1, 1, 0), column(0, 0, 0), column(0, 0, 0)])
-    is_transition = torch.stack([column(1, 1, 1), column(1, 1, 1), column(1, 0, 0), column(1, 1, 1)]).bool()
+    terminals = torch.stack([column(0, 0, 0), column(1, 1, 0), column(0, 0, 0), column(0, 0, 0)])
+    transitions = torch.stack([column(1, 1, 1), column(1, 1, 1), column(1, 0, 0), column(1, 1, 1)]).bool()
     max_q = torch.stack([column(10, 5, 1), column(20, 6, 2), column(30, 7, 3), column(40, 8, 4), column(50, 9, 5)])
 
-    returns = pqn.q_lambda_returns(rewards, dones, max_q, is_transition, gamma, lam)
+    returns = pqn.q_lambda_returns(rewards, terminals, max_q, transitions, gamma, lam)
 
     # env 0: G3 = 0 + 0.9*50 = 45;  G2 = 1 + 0.9*(0.5*45 + 0.5*40) = 39.25;  G1 = 0 (life lost);
     #        G0 = 1 + 0.9*(0.5*0 + 0.5*20) = 10
@@ -60,29 +60,29 @@ def test_q_lambda_never_runs_across_a_forced_fire_step():
     gamma, lam = 0.5, 0.5
     tracker = pqn.EpisodeTracker(1, np.array([3]), fire_action=1)
     no = np.zeros(1, dtype=bool)
-    rewards, dones, is_transition = torch.zeros(5, 1), torch.zeros(5, 1), torch.zeros(5, 1, dtype=torch.bool)
+    rewards, terminals, transitions = torch.zeros(5, 1), torch.zeros(5, 1), torch.zeros(5, 1, dtype=torch.bool)
     for t, (reward, lives) in enumerate(zip([1.0, 0.0, 7.0, 1.0, 0.0], [3, 2, 2, 2, 2])):
         transition, life_lost, _ = tracker.step(np.array([reward]), no, no, np.array([lives]))
-        rewards[t], dones[t], is_transition[t] = float(np.sign(reward)), float(life_lost[0]), bool(transition[0])
-    assert is_transition[:, 0].tolist() == [True, True, False, True, True] and dones[:, 0].tolist() == [0, 1, 0, 0, 0]
+        rewards[t], terminals[t], transitions[t] = float(np.sign(reward)), float(life_lost[0]), bool(transition[0])
+    assert transitions[:, 0].tolist() == [True, True, False, True, True] and terminals[:, 0].tolist() == [0, 1, 0, 0, 0]
     max_q = torch.tensor([[10.0], [20.0], [30.0], [40.0], [50.0], [60.0]])
-    returns = pqn.q_lambda_returns(rewards, dones, max_q, is_transition, gamma, lam)
+    returns = pqn.q_lambda_returns(rewards, terminals, max_q, transitions, gamma, lam)
     g4 = 0 + 0.5 * 60  # = 30
     g3 = 1 + 0.5 * (0.5 * g4 + 0.5 * 50)  # = 21
     g1 = 0.0  # lost life: no bootstrap
     g0 = 1 + 0.5 * (0.5 * g1 + 0.5 * 20)  # = 6
     assert [returns[t, 0].item() for t in (0, 1, 3, 4)] == pytest.approx([g0, g1, g3, g4])
-    # nothing about the forced step reaches another step's target (its own is masked out of the loss)
+    # nothing about the forced step reaches another step's target (its own is left out of the batch)
     rewards[2], max_q[2] = -1.0, -100.0
-    again = pqn.q_lambda_returns(rewards, dones, max_q, is_transition, gamma, lam)
+    again = pqn.q_lambda_returns(rewards, terminals, max_q, transitions, gamma, lam)
     assert [again[t, 0].item() for t in (0, 1, 3, 4)] == pytest.approx([g0, g1, g3, g4])
 
 
 def test_q_lambda_without_episode_ends_is_the_reference_recursion():
     rewards = torch.tensor([[1.0], [2.0], [3.0]])
-    dones = torch.zeros(3, 1)
+    terminals = torch.zeros(3, 1)
     max_q = torch.tensor([[0.0], [4.0], [5.0], [6.0]])
-    returns = pqn.q_lambda_returns(rewards, dones, max_q, torch.ones(3, 1, dtype=torch.bool), 0.5, 0.8)
+    returns = pqn.q_lambda_returns(rewards, terminals, max_q, torch.ones(3, 1, dtype=torch.bool), 0.5, 0.8)
     # G2 = 3 + 0.5*6 = 6;  G1 = 2 + 0.5*(0.8*6 + 0.2*5) = 4.9;  G0 = 1 + 0.5*(0.8*4.9 + 0.2*4) = 3.36
     assert returns[:, 0].tolist() == pytest.approx([3.36, 4.9, 6.0])
 
@@ -91,11 +91,11 @@ def test_q_lambda_zero_gives_one_step_targets():
     generator = torch.Generator().manual_seed(0)
     steps, envs = 6, 5
     rewards = torch.randn(steps, envs, generator=generator)
-    dones = (torch.rand(steps, envs, generator=generator) < 0.3).float()
-    is_transition = torch.rand(steps, envs, generator=generator) < 0.8
+    terminals = (torch.rand(steps, envs, generator=generator) < 0.3).float()
+    transitions = torch.rand(steps, envs, generator=generator) < 0.8
     max_q = torch.randn(steps + 1, envs, generator=generator)
-    returns = pqn.q_lambda_returns(rewards, dones, max_q, is_transition, 0.99, 0.0)
-    torch.testing.assert_close(returns, rewards + 0.99 * (1 - dones) * max_q[1:])
+    returns = pqn.q_lambda_returns(rewards, terminals, max_q, transitions, 0.99, 0.0)
+    torch.testing.assert_close(returns, rewards + 0.99 * (1 - terminals) * max_q[1:])
 
 
 def test_linear_schedule():

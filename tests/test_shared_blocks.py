@@ -11,7 +11,8 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("dqn_atari_hadamard.py", "ppo_atari_hadamard.py", "pqn_atari_hadamard.py")
 SHARED_EVERYWHERE = ("atari_game", "make_env", "ACTIVATIONS", "EpisodeTracker", "status_line")
-SHARED_WHERE_PRESENT = ("linear_schedule",)  # epsilon-greedy scripts only (DQN and PQN)
+# epsilon-greedy scripts only (DQN and PQN); rollout scripts only (PPO and PQN)
+SHARED_WHERE_PRESENT = ("linear_schedule", "transition_minibatches")
 # arguments of the algorithm section that every script has, with the same meaning (they come first there)
 SHARED_ALGORITHM_FIELDS = ("env_id", "total_timesteps", "max_episode_frames")
 # header fields whose help says how each algorithm acts in the evaluation: only their name, type and default match
@@ -174,3 +175,52 @@ def test_the_representation_of_the_networks_is_shared(scripts):
 
 def test_the_diagnostics_logging_of_the_loops_is_identical(scripts):
     assert_same({s.name: s.diagnostics_call() for s in scripts}, "the diagnostics.log_diagnostics call")
+
+
+def main_block(script: Script) -> ast.If:
+    (main,) = [node for node in script.tree.body if isinstance(node, ast.If)]
+    return main
+
+
+def test_the_episode_logging_of_the_loops_is_identical(scripts):
+    """Each training loop logs the games that ended right after EpisodeTracker.step, with the same statement."""
+    texts = {}
+    for s in scripts:
+        (logging,) = [
+            node
+            for node in ast.walk(main_block(s))
+            if isinstance(node, ast.For) and ast.unparse(node.iter) == "finished"
+        ]
+        texts[s.name] = s.text(logging)
+    assert_same(texts, "the episode logging")
+
+
+def test_the_rollout_loops_of_ppo_and_pqn_play_a_step_alike(scripts):
+    """PPO and PQN send the actions, store the step on the device, recv and keep the flags with the same lines."""
+    step_lines = {}
+    for s in scripts[1:]:
+        (loop,) = [
+            node for node in ast.walk(main_block(s)) if isinstance(node, ast.For) and ast.unparse(node.target) == "step"
+        ]
+        body = s.text(loop).splitlines()
+        start = next(i for i, line in enumerate(body) if "TRY NOT TO MODIFY: play the step" in line)
+        lines = [line for line in body[start:] if not line.lstrip().startswith("#")]
+        # what each algorithm stores from its own forward pass (log-probabilities and values, or max-Q) differs
+        step_lines[s.name] = "\n".join(
+            line for line in lines if not line.lstrip().startswith(("logprobs[", "values[", "max_q[", "truncated["))
+        )
+    assert_same(step_lines, "playing a step of the rollout")
+
+
+def test_the_evaluations_differ_only_in_how_they_act(scripts):
+    """evaluate() sets up the games, counts each env's first game and logs it the same way in the three scripts; only
+    the lines that pick the actions (from the forward pass to the host copy) and the network's name differ."""
+    frames = {}
+    for s in scripts:
+        lines = s.text(s.top_level()["evaluate"]).splitlines()
+        start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("envs = make_env("))
+        acting = next(i for i, line in enumerate(lines) if line.strip() == "with torch.no_grad():")
+        stepping = next(i for i, line in enumerate(lines) if "= envs.step(" in line)
+        frame = lines[start:acting] + lines[stepping:]
+        frames[s.name] = "\n".join(line for line in frame if not line.lstrip().startswith("num_actions = "))
+    assert_same(frames, "evaluate() apart from its actions")
