@@ -126,7 +126,7 @@ class Args:
     save_activations: bool = False
     """if toggled, each capture's activations are saved to <run>/activations/step_<step>.npz"""
     dead_threshold: float = 0.02
-    """a unit is gradient-dead when its local gradient is below this on every probe state"""
+    """a unit is dead (saturated) when its activation's slope at its output is below this on every probe state"""
     dormant_tau: float = 0.025
     """a unit is tau-dormant when its normalised mean |activation| is at most this (ReDo)"""
 
