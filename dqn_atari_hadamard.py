@@ -34,7 +34,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torch.optim as optim
 import tyro
 from torch.utils.tensorboard import SummaryWriter
 
@@ -412,11 +411,11 @@ def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> fl
 
 
 class Transitions(NamedTuple):
-    obs: np.ndarray  # (batch, 4, 84, 84) uint8: the frame stacks the agent acted on
-    actions: np.ndarray  # (batch,) int64
-    rewards: np.ndarray  # (batch,) float32, clipped to their sign
-    next_obs: np.ndarray  # (batch, 4, 84, 84) uint8: the frame stacks the env returned
-    terminals: np.ndarray  # (batch,) float32: 1 when the game ended or a life was lost (no bootstrap)
+    obs: torch.Tensor  # (batch, 4, 84, 84) uint8: the frame stacks the agent acted on
+    actions: torch.Tensor  # (batch,) int64
+    rewards: torch.Tensor  # (batch,) float32, clipped to their sign
+    next_obs: torch.Tensor  # (batch, 4, 84, 84) uint8: the frame stacks the env returned
+    terminals: torch.Tensor  # (batch,) float32: 1 when the game ended or a life was lost (no bootstrap)
 
 
 class ReplayBuffer:
@@ -490,20 +489,21 @@ class ReplayBuffer:
         self.starting_game = bool(game_over)
         return slot
 
-    def get(self, slots: np.ndarray) -> Transitions:
-        """The transitions stored at these slots, stacks rebuilt (vectorised: one gather for the whole batch)."""
+    def get(self, slots: np.ndarray, device: torch.device | str = "cpu") -> Transitions:
+        """The transitions stored at these slots as tensors on the device, stacks rebuilt (one gather for the batch)."""
         offsets = np.arange(-self.stack + 1, 2)  # frames i-3 .. i+1: obs is the first 4, next_obs the last 4
         frames = self.frames[(slots[:, None] + offsets) % self.capacity]  # (batch, 5, 84, 84), a copy
         # the slots before a game's start hold another game's frames: zero them, as ale-py zero-pads its reset stack.
         # E.g. two frames after the start f0 (since_start 2): offset -3 is zeroed, -2 .. 1 are kept, so obs is
         # (0, f0, f1, f2) and next_obs (f0, f1, f2, f3)
         frames[offsets < -self.since_start[slots, None].astype(np.int64)] = 0
+        frames = torch.from_numpy(frames).to(device)  # copied once: obs and next_obs are views of it
         return Transitions(
             obs=frames[:, :-1],
-            actions=self.actions[slots].astype(np.int64),
-            rewards=self.rewards[slots],
+            actions=torch.from_numpy(self.actions[slots].astype(np.int64)).to(device),
+            rewards=torch.from_numpy(self.rewards[slots]).to(device),
             next_obs=frames[:, 1:],
-            terminals=self.terminals[slots].astype(np.float32),
+            terminals=torch.from_numpy(self.terminals[slots].astype(np.float32)).to(device),
         )
 
     def sample_slots(self, batch_size: int) -> np.ndarray:
@@ -517,13 +517,13 @@ class ReplayBuffer:
             redraw = ~self.valid[slots]
         return slots
 
-    def sample(self, batch_size: int) -> Transitions:
-        return self.get(self.sample_slots(batch_size))
+    def sample(self, batch_size: int, device: torch.device | str = "cpu") -> Transitions:
+        return self.get(self.sample_slots(batch_size), device)
 
-    def sample_states(self, n: int, rng: np.random.Generator) -> np.ndarray:
+    def sample_states(self, n: int, rng: np.random.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
         """n distinct stored obs (frame stacks), drawn with the given generator (diagnostics' probe states)."""
         slots = rng.choice(np.flatnonzero(self.valid), size=n, replace=False)
-        return self.get(np.sort(slots)).obs
+        return self.get(np.sort(slots), device).obs
 
 
 def td_targets(rewards, next_q_values, terminals, gamma: float) -> torch.Tensor:
@@ -785,11 +785,11 @@ if __name__ == "__main__":
 
     # ALGO LOGIC: the Q-network, its target network, the optimizer and the replay memory
     q_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
-    optimizer = optim.Adam(q_network.parameters(), lr=args.learning_rate)
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
     target_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
     target_network.load_state_dict(q_network.state_dict())
     rb = ReplayBuffer(args.buffer_size, seed=args.seed)
-    probe_rng = np.random.default_rng(args.seed + 1)  # diagnostics draw their own samples: training is unchanged
+    probe_generator = np.random.default_rng(args.seed + 1)  # diagnostics' own, not training's
     num_parameters = sum(parameter.numel() for parameter in q_network.parameters())
     print(f"device {device} | {type(q_network).__name__} of {num_parameters:,} parameters | run folder {run_dir}")
     stop = StopRequest()
@@ -823,7 +823,7 @@ if __name__ == "__main__":
         optimizer.load_state_dict(checkpoint["optimizer"])
         restore_vars(rb, checkpoint["replay_memory"])
         rb.starting_game = True  # the game in progress is abandoned: the next transition starts a fresh one
-        probe_rng.bit_generator.state = checkpoint["probe_rng"]
+        probe_generator.bit_generator.state = checkpoint["probe_generator"]
         restore_rng_states(checkpoint["rng"])
         reset_seed = resume_seed(args.seed, global_step, args.num_envs)
         print(f"resumed at step {global_step:,} from {checkpoint_path}")
@@ -846,7 +846,7 @@ if __name__ == "__main__":
             "target_network": target_network.state_dict(),
             "optimizer": optimizer.state_dict(),
             "replay_memory": saveable_vars(rb),
-            "probe_rng": probe_rng.bit_generator.state,
+            "probe_generator": probe_generator.bit_generator.state,
             "rng": rng_states(),
         }
 
@@ -878,15 +878,10 @@ if __name__ == "__main__":
 
             # ALGO LOGIC: training (from the transitions stored so far)
             if global_step > args.learning_starts and global_step % args.train_frequency == 0:
-                data = rb.sample(args.batch_size)
-                batch_obs = torch.from_numpy(data.obs).to(device)
-                batch_next_obs = torch.from_numpy(data.next_obs).to(device)
-                batch_actions = torch.from_numpy(data.actions).to(device)
-                batch_rewards = torch.from_numpy(data.rewards).to(device)
-                batch_terminals = torch.from_numpy(data.terminals).to(device)
+                data = rb.sample(args.batch_size, device)
                 with torch.no_grad():
-                    td_target = td_targets(batch_rewards, target_network(batch_next_obs), batch_terminals, args.gamma)
-                loss, old_val = td_loss(q_network(batch_obs), batch_actions, td_target)
+                    td_target = td_targets(data.rewards, target_network(data.next_obs), data.terminals, args.gamma)
+                loss, old_val = td_loss(q_network(data.obs), data.actions, td_target)
 
                 optimizer.zero_grad()
                 loss.backward()
@@ -916,15 +911,8 @@ if __name__ == "__main__":
             # true final obs); either end of the game makes the next stored obs a new game's reset obs. A forced
             # FIRE's frame is stored (the stacks after it need it) as no transition; a reset step stores nothing.
             if not resetting:
-                rb.add(
-                    obs[0],
-                    next_obs[0],
-                    actions[0],
-                    rewards[0],
-                    terminal=terminations[0] or life_lost[0],
-                    game_over=terminations[0] or truncations[0],
-                    is_transition=is_transition[0],
-                )
+                terminal, game_over = terminations[0] or life_lost[0], terminations[0] or truncations[0]
+                rb.add(obs[0], next_obs[0], actions[0], rewards[0], terminal, game_over, is_transition[0])
             obs = next_obs
 
             # diagnostics on states sampled from the replay memory (skipped while it holds too few)
@@ -937,7 +925,7 @@ if __name__ == "__main__":
                 )
             elif diagnostics_due:
                 next_diagnostics_step += args.diagnostics_interval
-                probe_obs = torch.from_numpy(rb.sample_states(args.diagnostics_samples, probe_rng)).to(device)
+                probe_obs = rb.sample_states(args.diagnostics_samples, probe_generator, device)
                 activations = diagnostics.capture_activations(q_network, probe_obs)
                 diagnostics.log_diagnostics(
                     writer,

@@ -67,7 +67,7 @@ def _dump_then_reset(self, *args, **kwargs):
                 state[name] = getattr(main, name).state_dict()
         if hasattr(main, "rb"):
             state["replay_memory"] = main.saveable_vars(main.rb)
-            state["probe_rng"] = main.probe_rng.bit_generator.state
+            state["probe_generator"] = main.probe_generator.bit_generator.state
         else:
             state["probe_generator"] = main.probe_generator.get_state()
         torch.save(state, os.path.join(os.path.dirname(__file__), "restored.pt"))

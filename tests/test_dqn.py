@@ -47,7 +47,7 @@ def test_replay_buffer_returns_exactly_the_stacks_the_env_gave():
     def check_everything_stored():
         slots = np.flatnonzero(rb.valid)
         assert len(slots) == len(rb) > 0
-        got = rb.get(slots)
+        got = dqn.Transitions(*(field.numpy() for field in rb.get(slots)))
         want_obs = np.stack([stored[s][0] for s in slots])
         want_next = np.stack([stored[s][3] for s in slots])
         assert np.array_equal(got.obs, want_obs), f"wrong obs at slots {slots[(got.obs != want_obs).any((1, 2, 3))]}"
@@ -106,8 +106,8 @@ def test_replay_buffer_sample_is_vectorised_and_shaped():
         rb.add(obs, next_obs, t % 4, -3.0 if t == 5 else 0.0, terminal=t == 29, game_over=t == 29)
         obs = next_obs
     batch = rb.sample(64)
-    assert batch.obs.shape == batch.next_obs.shape == (64, 4, 84, 84) and batch.obs.dtype == np.uint8
-    assert batch.actions.dtype == np.int64 and batch.rewards.dtype == batch.terminals.dtype == np.float32
+    assert batch.obs.shape == batch.next_obs.shape == (64, 4, 84, 84) and batch.obs.dtype == torch.uint8
+    assert batch.actions.dtype == torch.int64 and batch.rewards.dtype == batch.terminals.dtype == torch.float32
     # the newest frame of next_obs is the one after obs's newest; the first slot's stack is zero-padded
     np.testing.assert_array_equal(batch.next_obs[:, -1, 0, 0], batch.obs[:, -1, 0, 0] + 1)
     first = rb.get(np.array([0]))
