@@ -783,9 +783,9 @@ if __name__ == "__main__":
     num_actions = envs.single_action_space.n
     fire_action = find_fire_action(envs) if args.fire_on_life_loss else None  # pressed after every lost life
 
-    # ALGO LOGIC: the Q-network, its target network, the optimizer and the replay memory
     q_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
-    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate)
+    # foreach: the multi-tensor update, which PyTorch picks by itself on GPUs only; it is faster on CPUs too
+    optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, foreach=True)
     target_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
     target_network.load_state_dict(q_network.state_dict())
     rb = ReplayBuffer(args.buffer_size, seed=args.seed)

@@ -732,7 +732,8 @@ if __name__ == "__main__":
     fire_action = find_fire_action(envs) if args.fire_on_life_loss else None  # pressed after every lost life
 
     agent = Agent(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
-    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    # foreach: the multi-tensor update, which PyTorch picks by itself on GPUs only; it is faster on CPUs too
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
     probe_generator = torch.Generator(device=device).manual_seed(args.seed)  # diagnostics' own, not training's
     num_parameters = sum(parameter.numel() for parameter in agent.parameters())
     print(f"device {device} | {type(agent).__name__} of {num_parameters:,} parameters | run folder {run_dir}")
