@@ -1,0 +1,62 @@
+"""Each script's own training loop learns a one-step bandit (tests/bandit_env.py) in a few seconds.
+
+tests/test_learning_rules.py checks the loss functions; this checks what the loops pass them. A sign or a mask
+wrong at a call site (advantages, rewards or returns negated, terminals inverted, a lost life not terminal) still
+runs, and its losses still fall, but here the agent then learns to avoid the paying action, or its saved network
+values a state at something other than its reward: every transition is terminal and pays 1 for the right action.
+"""
+
+import glob
+import os
+
+import numpy as np
+import pytest
+import torch
+from bandit_env import BANDIT_ENV
+from faults import fault_folder
+from script_runs import REPO_ROOT, read_scalars, run_script
+
+BEST_SCORE = 8  # --max-episode-frames 32 at frameskip 4: a game of 8 steps, each paying 1 for the right action
+PAYING_ACTION = 1
+HIDDEN_DIM = 16
+COMMON = f"--hidden-dim {HIDDEN_DIM} --diagnostics-interval 0 --max-episode-frames 32 --seed 1 --no-cuda "
+COMMON += "--save-model --eval-episodes 1"
+RUNS = {
+    "dqn": "--total-timesteps 2000 --learning-starts 200 --buffer-size 4000 --target-network-frequency 100 "
+    "--learning-rate 0.001 --exploration-fraction 0.2",
+    "ppo": "--num-envs 8 --num-steps 16 --total-timesteps 2048 --learning-rate 0.005",
+    "pqn": "--num-envs 8 --num-steps 16 --num-minibatches 4 --total-timesteps 2048 --learning-rate 0.001",
+}
+
+
+@pytest.mark.parametrize("script", ["dqn", "ppo", "pqn"])
+def test_the_training_loop_learns_the_paying_action(script, tmp_path):
+    site = fault_folder(tmp_path, BANDIT_ENV, "bandit")
+    args = f"{RUNS[script]} {COMMON}".split()
+    script_path = os.path.join(REPO_ROOT, f"{script}_atari_hadamard.py")
+    result = run_script(script_path, tmp_path, args, timeout=240, paths=[site])
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = glob.glob(str(tmp_path / "runs" / "*"))
+    scalars, _ = read_scalars(run_dir)
+    scores = [value for _, value in scalars["charts/episodic_return"]]
+
+    assert len(scores) > 200
+    # it starts from (near) random play, a third of the best score, and ends playing the paying action
+    assert np.mean(scores[:20]) < 0.6 * BEST_SCORE, scores[:20]
+    assert np.mean(scores[-40:]) > 0.9 * BEST_SCORE, scores[-40:]
+
+    # the saved network, in the middle of a game: every transition is terminal, so a state's value is its reward
+    module = __import__(f"{script}_atari_hadamard")
+    network_class = module.Agent if script == "ppo" else module.QNetwork
+    network = network_class(3, "tanh", True, HIDDEN_DIM)
+    network.load_state_dict(torch.load(os.path.join(run_dir, f"{script}_atari_hadamard.pt"), weights_only=True))
+    state = torch.full((1, 4, 84, 84), 100, dtype=torch.uint8)  # the bandit's every frame after 3 steps
+    with torch.no_grad():
+        if script == "ppo":
+            hidden = network.representation(state)
+            policy = torch.softmax(network.actor(hidden), dim=1)[0]
+            value = network.critic(hidden).item()
+            assert policy[PAYING_ACTION] > 0.9 and 0.8 < value < 1.2, (policy, value)
+        else:
+            q_values = network(state)[0]
+            assert q_values.argmax() == PAYING_ACTION and 0.8 < q_values[PAYING_ACTION] < 1.2, q_values
