@@ -932,4 +932,5 @@ if __name__ == "__main__":
             end_run(run_dir, writer, global_step, "interrupted", message, signal_name=stop.signal_name)
     if os.path.exists(checkpoint_path):
         os.remove(checkpoint_path)  # a finished run is not resumed: its model stays (DQN: 7 GB of replay memory go)
+        write_status(run_dir, checkpoint_step=None)
     end_run(run_dir, writer, global_step, "finished", f"finished at step {global_step:,}")

@@ -107,7 +107,8 @@ def test_a_stopped_and_resumed_run_continues_the_same_experiment(script, stop, t
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         assert f"resumed at step {CHECKPOINT[script]}" in resumed.stdout
         with open(folder / "status.json") as f:
-            assert json.load(f)["status"] == "finished"
+            finished = json.load(f)
+        assert finished["status"] == "finished" and finished["checkpoint_step"] is None  # no checkpoint is left
         assert not (folder / "checkpoint.pt").exists()
         if folder == run_dir:  # what the resumed run restored is exactly what the stopped run saved
             saved = torch.load(twin_dir / "checkpoint.pt", weights_only=True)
