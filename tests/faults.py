@@ -62,7 +62,7 @@ def _dump_then_reset(self, *args, **kwargs):
         state = {name: getattr(main, name) for name in ("global_step", "next_diagnostics_step", "next_checkpoint_step")}
         state["recent_returns"] = list(main.recent_returns)
         state["rng"] = main.rng_states()
-        for name in ("q_network", "target_network", "agent", "network", "optimizer"):
+        for name in ("q_network", "target_network", "agent", "optimizer"):
             if hasattr(main, name):
                 state[name] = getattr(main, name).state_dict()
         if hasattr(main, "rb"):
