@@ -11,11 +11,12 @@ Run:
     python dqn_atari_hadamard.py --env-id Breakout-v5 --no-hadamard --hidden-dim 1024   # parameter-matched baseline
     python dqn_atari_hadamard.py --env-id Breakout-v5 --activation relu --no-hadamard   # the classic Nature-CNN
 Watch:  tensorboard --logdir runs      Diagnostics offline:  python diagnostics.py runs/<run>
-Stop:   Ctrl-C or SIGTERM saves and exits 75 (with --save-model); continue with --resume runs/<run>
+Stop:   Ctrl-C saves and exits 75 (with --save-model); continue with --resume runs/<run> (docs/long-runs.md)
 """
 
 import dataclasses
 import difflib
+import importlib.util
 import json
 import math
 import os
@@ -42,86 +43,50 @@ import diagnostics
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (part of the run folder's name)"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = True
-    """if toggled, cuda is used when available"""
-    track: bool = False
-    """if toggled, the run is tracked with Weights and Biases (needs `pip install wandb`)"""
-    wandb_project_name: str = "hadamard-rl"
-    """the wandb project name"""
-    wandb_entity: str | None = None
-    """the entity (team) of the wandb project"""
-    save_model: bool = False
-    """whether to save the model and a checkpoint to the run folder (at the end, or when stopped) and evaluate it"""
-    eval_episodes: int = 10
-    """full games played by the evaluation after training (with --save-model), epsilon-greedy with epsilon end_e"""
-    checkpoint_interval: int = 0
-    """agent steps between checkpoints (with --save-model), each replacing the last; 0: only when the run stops"""
-    resume: str | None = None
-    """a run folder to continue from its checkpoint, with the run's own arguments (see README: Long runs)"""
-    eval_only: bool = False
-    """with --resume: only play the evaluation games of the run's saved model"""
-
     # Algorithm specific arguments
-    env_id: str = "Breakout-v5"
-    """the Atari game, e.g. Breakout-v5, Pong-v5, SpaceInvaders-v5 (ale-py ROM ids work too)"""
-    total_timesteps: int = 10_000_000
-    """total agent steps of the experiment (one step = 4 frames)"""
-    max_episode_frames: int = 108_000
-    """the time limit of a game in frames (108,000 frames = 30 minutes of play; small values make short tests)"""
-    fire_on_life_loss: bool = True
-    """if toggled, FIRE is pressed for the agent after every lost life, as the references do (games with FIRE only). The forced step is not the agent's: nothing learns from it and episodic_length (agent steps) leaves it out, but its reward is in the score and global_step counts it, as it counts every env step (reset steps too)"""
-    repeat_action_probability: float = 0.0
-    """sticky actions: the chance that an env repeats its previous action instead (0 as in the references; 0.25 is the protocol of Machado et al. 2018 and the -v5 default)"""
-    learning_rate: float = 1e-4
-    """the learning rate of the optimizer (Adam)"""
-    num_envs: int = 1
-    """the number of parallel game environments (this DQN plays one game at a time)"""
-    buffer_size: int = 1_000_000
-    """the replay memory's size in frames: as many transitions, less one per game held (its final frame)"""
-    gamma: float = 0.99
-    """the discount factor gamma"""
-    tau: float = 1.0
-    """the target network update rate (1.0 copies the Q-network)"""
-    target_network_frequency: int = 1000
-    """agent steps between updates of the target network"""
-    batch_size: int = 32
-    """the batch size of transitions sampled from the replay memory"""
-    start_e: float = 1.0
-    """the starting epsilon for exploration"""
-    end_e: float = 0.01
-    """the ending epsilon for exploration"""
-    exploration_fraction: float = 0.10
-    """the fraction of `total_timesteps` it takes to go from start_e to end_e"""
-    learning_starts: int = 80_000
-    """agent steps played before learning starts"""
-    train_frequency: int = 4
-    """agent steps between gradient steps"""
+    env_id: str = "Breakout-v5"  # the Atari game, e.g. Breakout-v5, Pong-v5 (ale-py ROM ids work too)
+    total_timesteps: int = 10_000_000  # total env steps of the experiment (one step = 4 frames)
+    max_episode_frames: int = 108_000  # the time limit of a game in frames (108,000: 30 minutes of play)
+    fire_on_life_loss: bool = True  # press FIRE for the agent after a lost life, as the references do
+    repeat_action_probability: float = 0.0  # sticky actions (0 as in the references; 0.25: Machado et al. 2018)
+    learning_rate: float = 1e-4  # the learning rate of the optimizer (Adam)
+    num_envs: int = 1  # the number of parallel game environments (this DQN plays one game at a time)
+    buffer_size: int = 1_000_000  # the replay memory's size in frames (as many transitions, less one per game)
+    gamma: float = 0.99  # the discount factor gamma
+    tau: float = 1.0  # the target network update rate (1.0 copies the Q-network)
+    target_network_frequency: int = 1000  # env steps between updates of the target network
+    batch_size: int = 32  # the batch size of transitions sampled from the replay memory
+    start_e: float = 1.0  # the starting epsilon for exploration
+    end_e: float = 0.01  # the ending epsilon for exploration
+    exploration_fraction: float = 0.10  # the fraction of `total_timesteps` it takes from start_e to go to end_e
+    learning_starts: int = 80_000  # env steps played before learning starts
+    train_frequency: int = 4  # env steps between gradient steps
 
     # Representation (the paper's method by default)
-    activation: Literal["tanh", "relu", "sigmoid"] = "tanh"
-    """the activation of the final hidden layer (the convolutions always use ReLU)"""
-    hadamard: bool = True
-    """if toggled, the final hidden layer is the Hadamard product of two layers; --no-hadamard gives one layer"""
-    hidden_dim: int = 512
-    """units of the final hidden layer (1024 with --no-hadamard matches the Hadamard layer's parameters)"""
+    activation: Literal["tanh", "relu", "sigmoid"] = "tanh"  # of the final hidden layer (the convolutions use ReLU)
+    hadamard: bool = True  # the final hidden layer is the Hadamard product of two layers; --no-hadamard: one layer
+    hidden_dim: int = 512  # units of the final hidden layer (1024 with --no-hadamard: as many parameters)
 
-    # Diagnostics (dead neurons and effective rank, see diagnostics.py)
-    diagnostics_interval: int = 500_000
-    """agent steps between diagnostics captures (0 turns diagnostics off)"""
-    diagnostics_samples: int = 1024
-    """probe states per capture (at least hidden_dim, so that the rank is measurable)"""
-    save_activations: bool = False
-    """if toggled, each capture's activations are saved to <run>/activations/step_<step>.npz"""
-    dead_threshold: float = 0.02
-    """a unit is dead (saturated) when its activation's slope at its output is below this on every probe state"""
-    dormant_tau: float = 0.025
-    """a unit is tau-dormant when its normalised mean |activation| is at most this (ReDo)"""
+    # Diagnostics (dead neurons and effective rank, docs/diagnostics.md)
+    diagnostics_interval: int = 500_000  # env steps between diagnostics captures (0 turns diagnostics off)
+    diagnostics_samples: int = 1024  # probe states per capture (at least hidden_dim, so that the rank is measurable)
+    save_activations: bool = False  # save each capture's activations to <run>/activations/step_<step>.npz
+    dead_threshold: float = 0.02  # a unit is dead when its activation's slope is below this on every probe state
+    dormant_tau: float = 0.025  # a unit is tau-dormant when its normalised mean |activation| is at most this (ReDo)
+
+    # Run management (docs/long-runs.md)
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment (in the run folder's)
+    seed: int = 1  # seed of the experiment
+    torch_deterministic: bool = True  # if toggled, `torch.backends.cudnn.deterministic=True`
+    cuda: bool = True  # if toggled, cuda is used when available
+    track: bool = False  # track the run with Weights and Biases (needs `pip install wandb`)
+    wandb_project_name: str = "hadamard-rl"  # the wandb project name
+    wandb_entity: str | None = None  # the entity (team) of the wandb project
+    save_model: bool = False  # save the model and a checkpoint to the run folder (at the end, or when stopped)
+    eval_episodes: int = 10  # games the saved model plays after training, epsilon-greedy with epsilon end_e
+    checkpoint_interval: int = 0  # env steps between checkpoints (with --save-model); 0: only when the run stops
+    resume: str | None = None  # a run folder to continue from its checkpoint, with the run's own arguments
+    eval_only: bool = False  # with --resume: only play the evaluation games of the run's saved model
 
 
 def atari_game(env_id: str) -> str:
@@ -130,27 +95,23 @@ def atari_game(env_id: str) -> str:
 
     name = re.sub(r"-v\d+$", "", env_id.split("/")[-1])
     game = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() if not name.islower() else name
-    games = get_all_rom_ids()
-    if game not in games:
-        close = difflib.get_close_matches(game, games, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown Atari game '{env_id}'{hint}")
+    if game not in get_all_rom_ids():
+        close = difflib.get_close_matches(game, get_all_rom_ids(), n=3)
+        raise ValueError(f"unknown Atari game '{env_id}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
     return game
 
 
 def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repeat_action_probability: float = 0.0):
-    """ale-py's C++ vector env with the usual Atari preprocessing.
+    """ale-py's C++ vector env with the usual Atari preprocessing (docs/protocol.md).
 
-    Frame skip 4 with a max-pool of the last two frames, 84x84 grayscale, stacks of 4 frames (zero-padded at a
-    game's start), up to 30 no-op starts, FIRE at reset where the game needs it, sticky actions with
-    repeat_action_probability (0: none), and a time limit of max_episode_frames frames. Rewards come raw
-    (full-game scores are kept; learning clips them to their sign), a lost life is not an episode end here (the
-    loop detects it from info["lives"] and presses FIRE after it through EpisodeTracker), and NEXT_STEP autoreset
-    means the step after an episode end only resets that env. Seed it with envs.reset(seed=...).
+    Frame skip 4 with a max-pool of the last two frames, 84x84 grayscale, stacks of 4 frames (zero-padded at a game's
+    start), up to 30 no-op starts, FIRE at reset where the game needs it, sticky actions, a time limit. Rewards come
+    raw (learning clips them to their sign); a lost life is no episode end here (EpisodeTracker sees it in
+    info["lives"]); NEXT_STEP autoreset: the step after a game ends only resets that env.
     """
     from ale_py.vector_env import AtariVectorEnv
 
-    envs = AtariVectorEnv(
+    return AtariVectorEnv(
         game=atari_game(env_id),
         num_envs=num_envs,
         frameskip=4,
@@ -167,7 +128,6 @@ def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repe
         episodic_life=False,
         life_loss_info=False,
     )
-    return envs
 
 
 def find_fire_action(envs) -> int | None:
@@ -178,18 +138,14 @@ def find_fire_action(envs) -> int | None:
     return action_set.index(Action.FIRE) if Action.FIRE in action_set else None
 
 
-ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
-
-
 class EpisodeTracker:
-    """Per-env bookkeeping of ale-py's vector env: raw full-game scores, lost lives, reset and forced FIRE steps.
+    """Per-env bookkeeping of ale-py's vector env: raw full-game scores, lost lives, and the steps not the agent's.
 
-    A game's score adds up over all its lives; a lost life is terminal for learning only. With NEXT_STEP
-    autoreset, the step after a game ends (terminated or truncated) only resets that env: it is no transition.
-    Given the game's fire_action (the references' protocol), the step after a lost life that did not end the game
-    is a forced FIRE, which serves the next ball: the loop plays it by sending with_forced_fire(actions). It is no
-    transition either (not the agent's action: nothing learns from it and episodic_length leaves it out), but its
-    reward counts in the game's score.
+    A game's score adds up over all its lives; a lost life is terminal for learning only. Two kinds of env step are
+    not the agent's: the reset step after a game ends (NEXT_STEP autoreset ignores its action) and, given the game's
+    fire_action, the forced FIRE after a lost life that serves the next ball (the loop sends with_forced_fire).
+    They count in global_step, but is_transition is False on them: nothing learns from them and episodic_length
+    leaves them out (a forced FIRE's reward counts in the score).
     """
 
     def __init__(self, num_envs: int, lives: np.ndarray, fire_action: int | None = None):
@@ -221,6 +177,9 @@ class EpisodeTracker:
         self.resetting = game_over
         self.forced_fire = lost & ~game_over & (self.fire_action is not None)
         return is_transition, lost & is_transition, finished
+
+
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}  # a new one: docs/diagnostics.md
 
 
 class QNetwork(nn.Module):
@@ -268,141 +227,6 @@ class QNetwork(nn.Module):
         return self.q_head(self.representation(x))
 
 
-def status_line(step: int, total_steps: int, start_time: float, recent_returns) -> str:
-    """One console line: progress, speed, time left and the latest full-game scores."""
-    sps = step / max(time.time() - start_time, 1e-9)
-    eta_minutes = (total_steps - step) / max(sps, 1e-9) / 60
-    returns = f"{np.mean(recent_returns):.1f} (mean of last {len(recent_returns)})" if recent_returns else "-"
-    return (
-        f"step {step:,}/{total_steps:,} ({100 * step / total_steps:.1f}%) | {sps:,.0f} SPS | "
-        f"ETA {eta_minutes:.0f} min | return {returns}"
-    )
-
-
-# Long runs: signals, checkpoints and how a run ended (see README: Long runs)
-EXIT_CRASHED = 1  # an error stopped the run (the traceback is in its status.json)
-EXIT_BAD_ARGUMENTS = 2  # nothing was started
-EXIT_INTERRUPTED = 75  # a signal stopped the run (EX_TEMPFAIL): --resume continues it
-
-
-class StopRequest:
-    """Ctrl-C (SIGINT), SIGTERM and SIGHUP ask the run to stop at the next safe point; a second one stops it at once.
-
-    The training loop checks it between two steps (DQN) or two rollouts (PPO, PQN), where the run's state is whole
-    and a checkpoint can continue it; the evaluation checks it between two env steps.
-    """
-
-    def __init__(self):
-        self.signal_name = None
-        self.at_once = False  # a second signal raised KeyboardInterrupt in the middle of a step
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.signal_name is not None:
-            self.at_once = True
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-
-    def __bool__(self) -> bool:
-        return self.signal_name is not None
-
-
-def saveable(value):
-    """value with numpy arrays as tensors (no copy) and random generators as their states, for torch.save."""
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if isinstance(value, np.random.Generator):
-        return value.bit_generator.state
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return type(value)(saveable(item) for item in value)
-    if isinstance(value, dict):
-        return {key: saveable(item) for key, item in value.items()}
-    return value
-
-
-def saveable_vars(obj) -> dict:
-    """Every numpy-array, random-generator and scalar attribute of obj (whatever fields its class has)."""
-    kinds = (np.ndarray, np.random.Generator, np.generic, bool, int, float, str)
-    return {name: saveable(value) for name, value in vars(obj).items() if isinstance(value, kinds)}
-
-
-def restore_vars(obj, saved: dict) -> None:
-    """The reverse of saveable_vars; arrays are copied into obj's own (a replay memory is not allocated twice)."""
-    for name, value in saved.items():
-        current = getattr(obj, name, None)
-        if isinstance(current, np.random.Generator):
-            current.bit_generator.state = value
-        elif isinstance(current, np.ndarray) and current.shape == tuple(value.shape):
-            np.copyto(current, value.numpy())
-        else:
-            setattr(obj, name, value.numpy() if isinstance(value, torch.Tensor) else value)
-
-
-def rng_states() -> dict:
-    """The states of Python's, numpy's and torch's global random generators (CUDA's too when there is one)."""
-    states = {"python": random.getstate(), "numpy": saveable(np.random.get_state()), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: dict) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(tuple(item.numpy() if isinstance(item, torch.Tensor) else item for item in states["numpy"]))
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def resume_seed(seed: int, step: int, num_envs: int) -> int:
-    """The seed of the fresh games a run resumed at `step` starts with: its own for each (seed, step)."""
-    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0]) % (2**31 - num_envs)
-
-
-def atomic_save(obj, path: str) -> None:
-    """torch.save to a temporary name, synced, then renamed: the file is whole or absent, never truncated."""
-    temporary = path + ".tmp"
-    try:
-        with open(temporary, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:  # a full disk, a second signal: no half-written file is left behind
-        os.remove(temporary)
-        raise
-    os.replace(temporary, path)
-
-
-def write_status(run_dir: str, **fields) -> dict:
-    """Updates the run's status.json (how far the run is and how it ended), whole or not at all."""
-    path = os.path.join(run_dir, "status.json")
-    status = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            status = json.load(f)
-    status.update(fields, updated=time.strftime("%Y-%m-%d %H:%M:%S"))
-    with open(path + ".tmp", "w") as f:
-        json.dump(status, f, indent=2)
-    os.replace(path + ".tmp", path)
-    return status
-
-
-def end_run(run_dir: str, writer, step: int, outcome: str, message: str, signal_name=None, error=None) -> None:
-    """Records how the run ended (status.json, TensorBoard text), says where the run is, exits with its status."""
-    write_status(run_dir, status=outcome, step=step, message=message, signal=signal_name, traceback=error)
-    writer.add_text("run/status", f"{outcome}: {message}", step)
-    writer.close()
-    if outcome == "crashed":
-        print(f"error: {message} (traceback in {os.path.join(run_dir, 'status.json')})", file=sys.stderr)
-    else:
-        print(message)
-    print(f"run folder: {run_dir}", flush=True)
-    sys.exit({"finished": 0, "interrupted": EXIT_INTERRUPTED, "crashed": EXIT_CRASHED}[outcome])
-
-
 def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:
     """Epsilon at step t: from start_e down to end_e over `duration` steps, then constant."""
     if duration <= 0:
@@ -440,17 +264,31 @@ class ReplayBuffer:
         self.actions = np.zeros(capacity, dtype=np.uint8)
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.terminals = np.zeros(capacity, dtype=bool)
-        self.valid = np.zeros(capacity, dtype=bool)  # a transition starts at this slot and its frames are all here
+        self.is_transition = np.zeros(capacity, dtype=bool)  # a transition starts here and its frames are all here
         self.num_transitions = 0
         self.size = 0  # slots written so far (up to capacity)
         self.newest = -1  # slot of the newest frame: the obs of the next transition ends with it
         self.starting_game = True  # the next transition is the first of a game: its obs is a reset obs
         self.rng = np.random.default_rng(seed)
 
+    ARRAYS = ("frames", "since_start", "actions", "rewards", "terminals", "is_transition")
+
     @property
     def nbytes(self) -> int:
-        arrays = (self.frames, self.since_start, self.actions, self.rewards, self.terminals, self.valid)
-        return sum(array.nbytes for array in arrays)
+        return sum(getattr(self, name).nbytes for name in self.ARRAYS)
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps: the slots (as tensors sharing the arrays' memory), counters, sampling state."""
+        state = {name: torch.from_numpy(getattr(self, name)) for name in self.ARRAYS}
+        state.update(num_transitions=self.num_transitions, size=self.size, newest=self.newest)
+        return state | {"starting_game": self.starting_game, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.ARRAYS:
+            np.copyto(getattr(self, name), state[name].numpy())  # into the memory allocated already
+        self.num_transitions, self.size, self.newest = state["num_transitions"], state["size"], state["newest"]
+        self.rng.bit_generator.state = state["rng"]
+        self.starting_game = True  # the game in progress was not saved: the next transition starts a fresh one
 
     def __len__(self) -> int:
         return self.num_transitions
@@ -459,8 +297,8 @@ class ReplayBuffer:
         slot = (self.newest + 1) % self.capacity
         # the transition stored here and those whose stacks reach back to this slot lose a frame: drop them
         dropped = (slot + np.arange(self.stack)) % self.capacity
-        self.num_transitions -= int(self.valid[dropped].sum())
-        self.valid[dropped] = False
+        self.num_transitions -= int(self.is_transition[dropped].sum())
+        self.is_transition[dropped] = False
         self.frames[slot] = frame
         self.since_start[slot] = since_start
         self.newest = slot
@@ -484,7 +322,7 @@ class ReplayBuffer:
         self.actions[slot] = action
         self.rewards[slot] = np.sign(reward)
         self.terminals[slot] = terminal
-        self.valid[slot] = bool(is_transition)
+        self.is_transition[slot] = bool(is_transition)
         self.num_transitions += bool(is_transition)
         self.starting_game = bool(game_over)
         return slot
@@ -511,18 +349,19 @@ class ReplayBuffer:
         if self.num_transitions == 0:
             raise ValueError("the replay buffer holds no transition yet")
         slots = self.rng.integers(0, self.size, batch_size)
-        redraw = ~self.valid[slots]
+        redraw = ~self.is_transition[slots]
         while redraw.any():  # the few slots without a transition (games' final frames) are drawn again
             slots[redraw] = self.rng.integers(0, self.size, int(redraw.sum()))
-            redraw = ~self.valid[slots]
+            redraw = ~self.is_transition[slots]
         return slots
 
     def sample(self, batch_size: int, device: torch.device | str = "cpu") -> Transitions:
         return self.get(self.sample_slots(batch_size), device)
 
-    def sample_states(self, n: int, rng: np.random.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
+    def sample_states(self, n: int, generator: torch.Generator, device: torch.device | str = "cpu") -> torch.Tensor:
         """n distinct stored obs (frame stacks), drawn with the given generator (diagnostics' probe states)."""
-        slots = rng.choice(np.flatnonzero(self.valid), size=n, replace=False)
+        slots = np.flatnonzero(self.is_transition)
+        slots = slots[torch.randperm(len(slots), generator=generator)[:n].numpy()]
         return self.get(np.sort(slots), device).obs
 
 
@@ -541,241 +380,16 @@ def td_loss(q_values, actions, targets) -> tuple[torch.Tensor, torch.Tensor]:
     return F.mse_loss(targets, q_taken), q_taken
 
 
-def evaluate(q_network: nn.Module, args: Args, device: torch.device, writer: SummaryWriter, stop) -> list[float]:
-    """Plays one full game in each of eval_episodes envs (so that short games are not favoured), epsilon-greedy with
-    epsilon end_e; logs and prints each score as its game ends, and stops early when asked (the games played count)."""
-    envs = make_env(args.env_id, args.eval_episodes, args.max_episode_frames, args.repeat_action_probability)
-    fire_action = find_fire_action(envs) if args.fire_on_life_loss else None
-    num_actions = envs.single_action_space.n
-    obs, info = envs.reset(seed=args.seed + args.num_envs)  # games the training envs did not start from
-    tracker = EpisodeTracker(args.eval_episodes, info["lives"], fire_action)
-    scores = {}
-    steps, last_print = 0, time.time()
-    print(f"evaluation: {args.eval_episodes} games", flush=True)
-    try:
-        while len(scores) < args.eval_episodes and not stop:
-            with torch.no_grad():
-                q_values = q_network(torch.as_tensor(obs, device=device))
-            explore = torch.rand(args.eval_episodes, device=device) < args.end_e
-            random_actions = torch.randint(num_actions, (args.eval_episodes,), device=device)
-            actions = torch.where(explore, random_actions, q_values.argmax(dim=1)).cpu().numpy()
-            obs, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
-            _, _, finished = tracker.step(rewards, terminations, truncations, info["lives"])
-            steps += 1
-            for env, score, _ in finished:
-                if env not in scores:  # only each env's first game counts
-                    scores[env] = score
-                    writer.add_scalar("eval/episodic_return", score, len(scores) - 1)
-                    print(f"evaluation: game {len(scores)}/{args.eval_episodes} returned {score:.1f}", flush=True)
-            if time.time() - last_print > 10:
-                last_print = time.time()
-                print(f"evaluation: {len(scores)}/{args.eval_episodes} games over after {steps:,} steps", flush=True)
-    except KeyboardInterrupt:  # a second signal
-        pass
-    envs.close()
-    return list(scores.values())
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def require_positive(args: Args, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{flag(name)} must be positive (got {value})")
-
-
-def require_non_negative(args: Args, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"{flag(name)} must be >= 0 (got {value})")
-
-
-def require_fraction(args: Args, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if not 0 <= value <= 1:
-            raise ValueError(f"{flag(name)} must lie in [0, 1] (got {value})")
-
-
-def check_common_args(args: Args) -> None:
-    """The checks of the arguments that the three scripts share, in the same words."""
-    atari_game(args.env_id)
-    if not args.exp_name or os.sep in args.exp_name or args.exp_name in (".", ".."):
-        raise ValueError(f"--exp-name must be a plain name, part of the run folder's name (got '{args.exp_name}')")
-    require_positive(args, "total_timesteps", "max_episode_frames", "num_envs", "learning_rate", "hidden_dim")
-    require_non_negative(args, "eval_episodes", "checkpoint_interval", "diagnostics_interval", "dormant_tau")
-    require_fraction(args, "gamma")
-    if not 0 <= args.repeat_action_probability < 1:  # at 1 the agent would never control the game
-        raise ValueError(f"--repeat-action-probability must lie in [0, 1) (got {args.repeat_action_probability})")
-    # game i is seeded with seed + i (training's first, then the evaluation's), and ale-py takes seeds below 2^31
-    highest_seed = 2**31 - args.num_envs - args.eval_episodes
-    if not 0 <= args.seed <= highest_seed:
-        raise ValueError(f"--seed must lie in [0, {highest_seed}] (got {args.seed}): game i is seeded with seed + i")
-    if not (math.isfinite(args.dead_threshold) and 0 < args.dead_threshold <= 1):
-        raise ValueError(f"--dead-threshold must lie in (0, 1], a local gradient (got {args.dead_threshold})")
-    if args.diagnostics_interval > 0 and args.diagnostics_samples < args.hidden_dim:
-        raise ValueError(
-            f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
-            "to measure the rank of the representation"
-        )
-    if args.checkpoint_interval > 0 and not args.save_model:
-        raise ValueError("--checkpoint-interval needs --save-model (a checkpoint holds the model)")
-    if args.eval_only and args.resume is None:
-        raise ValueError("--eval-only needs --resume RUN_DIR, the run whose model it evaluates")
-    if args.eval_only and args.eval_episodes == 0:
-        raise ValueError("--eval-only needs --eval-episodes of at least 1")
-
-
-def check_args(args: Args) -> None:
-    """Stop with a one-line reason before any work starts."""
-    check_common_args(args)
-    if args.num_envs != 1:
-        raise ValueError(f"--num-envs must be 1: this DQN plays one game at a time (got {args.num_envs})")
-    require_positive(args, "batch_size", "train_frequency", "target_network_frequency")
-    require_fraction(args, "start_e", "end_e", "exploration_fraction")
-    if args.learning_starts < 1:
-        raise ValueError("--learning-starts must be at least 1: learning samples transitions already stored")
-    if not 0.0 < args.tau <= 1.0:
-        raise ValueError(f"--tau must lie in (0, 1] (got {args.tau})")
-    if args.buffer_size < max(args.batch_size, 5):
-        raise ValueError(
-            f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size}) and at least 5"
-        )
-    memory_needed = args.buffer_size * (84 * 84 + 8)  # a frame and 8 bytes of bookkeeping per slot
-    memory_here = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if memory_needed > memory_here:
-        raise ValueError(
-            f"--buffer-size ({args.buffer_size:,}) needs {memory_needed / 2**30:.1f} GiB for the replay memory, "
-            f"more than this machine's {memory_here / 2**30:.1f} GiB"
-        )
-    if args.diagnostics_interval > 0 and args.diagnostics_samples > args.buffer_size:
-        raise ValueError(
-            f"--diagnostics-samples ({args.diagnostics_samples}) must be at most --buffer-size ({args.buffer_size}): "
-            "the probe states are sampled from the replay memory"
-        )
-
-
-RESUME_OPTIONS = ("resume", "eval_only", "cuda", "eval_episodes")  # the only arguments --resume takes beside it
-
-
-def resumed_args(given: Args) -> Args:
-    """The arguments of the run that --resume names (its args.json), once it is clear that it can be continued."""
-    run_dir = given.resume
-    try:
-        with open(os.path.join(run_dir, "args.json")) as f:
-            saved = json.load(f)
-        with open(os.path.join(run_dir, "status.json")) as f:
-            status = json.load(f)
-    except (OSError, ValueError):
-        raise ValueError(f"--resume {run_dir}: not a run folder (no readable args.json and status.json)") from None
-    script = os.path.basename(__file__)
-    if status.get("script") != script:
-        raise ValueError(f"--resume {run_dir}: a run of {status.get('script')}, not of {script}")
-    defaults = Args()
-    for name in (field.name for field in dataclasses.fields(Args)):
-        if name not in RESUME_OPTIONS and getattr(given, name) != getattr(defaults, name):
-            raise ValueError(
-                f"--resume continues a run with its own arguments: {flag(name)} cannot change "
-                "(only --cuda/--no-cuda and --eval-episodes can)"
-            )
-    args = Args(**{field.name: saved[field.name] for field in dataclasses.fields(Args) if field.name in saved})
-    args.resume, args.eval_only = run_dir, given.eval_only
-    for name in ("cuda", "eval_episodes"):  # given beside --resume, they replace the run's own
-        if getattr(given, name) != getattr(defaults, name):
-            setattr(args, name, getattr(given, name))
-    if status.get("status") == "running" and status.get("host") == socket.gethostname():
-        try:
-            os.kill(status["pid"], 0)  # signal 0 only asks whether the process is there
-            alive = True
-        except ProcessLookupError:
-            alive = False  # it was killed without a word: continue from its latest checkpoint
-        except PermissionError:
-            alive = True
-        if alive:
-            raise ValueError(f"--resume {run_dir}: the run is still running (process {status['pid']})")
-    if args.eval_only:
-        if not os.path.exists(os.path.join(run_dir, f"{args.exp_name}.pt")):
-            raise ValueError(f"--resume {run_dir} --eval-only: the run saved no model (it ran without --save-model)")
-    elif status.get("status") == "finished":
-        raise ValueError(f"--resume {run_dir}: the run finished already (--eval-only evaluates its model again)")
-    elif not os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
-        raise ValueError(f"--resume {run_dir}: no checkpoint to continue from (checkpoints need --save-model)")
-    return args
-
-
-def parse_args(argv: list[str] | None = None) -> Args:
-    """The command line, checked before any work starts: a bad argument stops the script with one line."""
-    args = tyro.cli(Args, args=argv)
-    try:
-        if args.resume is not None:
-            args = resumed_args(args)
-        check_args(args)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_BAD_ARGUMENTS)
-    return args
-
-
-if __name__ == "__main__":
-    args = parse_args()
-    if args.learning_starts >= args.total_timesteps:
-        print(
-            f"note: --learning-starts ({args.learning_starts:,}) >= --total-timesteps ({args.total_timesteps:,}): "
-            "this run only collects experience, the network is not trained"
-        )
-    run_dir = args.resume or os.path.join("runs", f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
-    run_name = os.path.basename(os.path.normpath(run_dir))
-    if args.resume is None and os.path.exists(run_dir):
-        print(f"error: {run_dir} exists already; a run never overwrites another", file=sys.stderr)
-        sys.exit(EXIT_BAD_ARGUMENTS)
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            print("error: --track needs wandb (pip install wandb)", file=sys.stderr)
-            sys.exit(EXIT_BAD_ARGUMENTS)
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            save_code=True,
-        )
-    model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    checkpoint = None
-    if args.resume is not None and not args.eval_only:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
-    # a resumed run's TensorBoard hides what the stopped one logged after its checkpoint
-    writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
-    if args.resume is None:
-        writer.add_text(
-            "hyperparameters",
-            "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
-        )
-        with open(os.path.join(run_dir, "args.json"), "w") as f:
-            json.dump(vars(args), f, indent=2)
-    if not args.eval_only:
-        write_status(
-            run_dir,
-            script=os.path.basename(__file__),
-            status="running",
-            message=None,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-        )
+def train(args: Args) -> int:
+    """Trains the Q-network; returns the exit status (0 finished, 75 interrupted, 1 crashed)."""
+    run = Run(args)  # the run folder: TensorBoard, status.json, checkpoints, a safe stop on Ctrl-C (see the plumbing)
+    writer = run.writer
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
@@ -789,79 +403,22 @@ if __name__ == "__main__":
     target_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
     target_network.load_state_dict(q_network.state_dict())
     rb = ReplayBuffer(args.buffer_size, seed=args.seed)
-    probe_generator = np.random.default_rng(args.seed + 1)  # diagnostics' own, not training's
-    num_parameters = sum(parameter.numel() for parameter in q_network.parameters())
-    print(f"device {device} | {type(q_network).__name__} of {num_parameters:,} parameters | run folder {run_dir}")
-    stop = StopRequest()
+    probe_generator = torch.Generator().manual_seed(args.seed)  # diagnostics' own, not training's
 
-    if args.eval_only:  # --resume RUN_DIR --eval-only: the saved model's evaluation, nothing else
-        q_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
-        scores = evaluate(q_network, args, device, writer, stop)
-        write_status(run_dir, evaluation={"returns": scores, "of": args.eval_episodes})
-        writer.close()
-        print(
-            f"evaluation: mean return {np.mean(scores or np.nan):.1f} over {len(scores)} of {args.eval_episodes} games"
-        )
-        print(f"run folder: {run_dir}")
-        sys.exit(0 if len(scores) == args.eval_episodes else EXIT_INTERRUPTED)
-
-    # TRY NOT TO MODIFY: start the game, or continue the run from its checkpoint with fresh games (see README)
-    global_step = 0
-    next_diagnostics_step = args.diagnostics_interval
-    next_checkpoint_step = args.checkpoint_interval
-    recent_returns = deque(maxlen=20)
-    elapsed_time = 0.0
-    reset_seed = args.seed
-    if checkpoint is not None:
-        global_step = checkpoint["global_step"]
-        next_diagnostics_step = checkpoint["next_diagnostics_step"]
-        next_checkpoint_step = checkpoint["next_checkpoint_step"]
-        recent_returns.extend(checkpoint["recent_returns"])
-        elapsed_time = checkpoint["elapsed_time"]
-        q_network.load_state_dict(checkpoint["q_network"])
-        target_network.load_state_dict(checkpoint["target_network"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        restore_vars(rb, checkpoint["replay_memory"])
-        rb.starting_game = True  # the game in progress is abandoned: the next transition starts a fresh one
-        probe_generator.bit_generator.state = checkpoint["probe_generator"]
-        restore_rng_states(checkpoint["rng"])
-        reset_seed = resume_seed(args.seed, global_step, args.num_envs)
-        print(f"resumed at step {global_step:,} from {checkpoint_path}")
-        del checkpoint
-    obs, info = envs.reset(seed=reset_seed)
+    # TRY NOT TO MODIFY: start the game (a resumed run restores its checkpoint, then plays a fresh game)
+    parts = dict(target_network=target_network, optimizer=optimizer, replay_memory=rb, probe_generator=probe_generator)
+    global_step = run.restore(q_network, **parts)
+    obs, info = envs.reset(seed=run.games_seed)
     tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
-    start_time = last_print = time.time() - elapsed_time
     epsilon_duration = args.exploration_fraction * args.total_timesteps
+    if args.learning_starts >= args.total_timesteps:
+        say(
+            f"note: --learning-starts ({args.learning_starts:,}) >= --total-timesteps: this run only collects experience"
+        )
 
-    def training_state() -> dict:
-        """All that --resume restores; the env's games cannot be saved (see README: Long runs)."""
-        return {
-            "global_step": global_step,
-            "next_diagnostics_step": next_diagnostics_step,
-            "next_checkpoint_step": next_checkpoint_step,
-            "recent_returns": list(recent_returns),
-            "elapsed_time": time.time() - start_time,
-            "episode_tracker": saveable_vars(tracker),
-            "q_network": q_network.state_dict(),
-            "target_network": target_network.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "replay_memory": saveable_vars(rb),
-            "probe_generator": probe_generator.bit_generator.state,
-            "rng": rng_states(),
-        }
-
-    crash = None
-    try:
+    with run:  # an error or a second Ctrl-C ends the loop here, and run.end below records it
         while global_step < args.total_timesteps:
-            # TRY NOT TO MODIFY: between two steps the run is whole: checkpoint it now and then, stop here when asked
-            if args.checkpoint_interval > 0 and global_step >= next_checkpoint_step:
-                next_checkpoint_step += args.checkpoint_interval
-                atomic_save(q_network.state_dict(), model_path)
-                atomic_save(training_state(), checkpoint_path)
-                write_status(run_dir, checkpoint_step=global_step)
-            if stop:
-                break
-            global_step += 1  # every env step, the reset and forced FIRE steps included
+            global_step += 1  # every env step, the steps that are not the agent's too
 
             # ALGO LOGIC: epsilon-greedy action
             epsilon = linear_schedule(args.start_e, args.end_e, epsilon_duration, global_step)
@@ -871,12 +428,11 @@ if __name__ == "__main__":
                 with torch.no_grad():
                     q_values = q_network(torch.from_numpy(obs).to(device))
                 actions = q_values.argmax(1).cpu().numpy()
-            # the env plays the step in its own thread while the Q-network learns below; recv, after the training,
-            # waits for the result. Two steps are not the agent's: a forced FIRE after a lost life plays FIRE
-            # instead, and the reset step after a game ends (NEXT_STEP autoreset) ignores the action
+            # send, then learn, then recv: the env plays the step in its own thread while the Q-network learns
+            # from the transitions stored so far. A forced FIRE plays FIRE instead; a reset step ignores the action
             envs.send(tracker.with_forced_fire(actions))
 
-            # ALGO LOGIC: training (from the transitions stored so far)
+            # ALGO LOGIC: training
             if global_step > args.learning_starts and global_step % args.train_frequency == 0:
                 data = rb.sample(args.batch_size, device)
                 with torch.no_grad():
@@ -902,7 +458,7 @@ if __name__ == "__main__":
             next_obs, rewards, terminations, truncations, info = envs.recv()
             is_transition, life_lost, finished = tracker.step(rewards, terminations, truncations, info["lives"])
             for _, score, length in finished:
-                recent_returns.append(score)
+                run.recent_returns.append(score)
                 writer.add_scalar("charts/episodic_return", score, global_step)
                 writer.add_scalar("charts/episodic_length", length, global_step)
 
@@ -915,79 +471,491 @@ if __name__ == "__main__":
                 rb.add(obs[0], next_obs[0], actions[0], rewards[0], terminal, game_over, is_transition[0])
             obs = next_obs
 
-            # diagnostics on states sampled from the replay memory (skipped while it holds too few)
-            diagnostics_due = args.diagnostics_interval > 0 and global_step >= next_diagnostics_step
-            if diagnostics_due and len(rb) < args.diagnostics_samples:
-                next_diagnostics_step += args.diagnostics_interval
-                print(
-                    f"diagnostics skipped at step {global_step}: the replay memory holds {len(rb)} states, "
-                    f"fewer than --diagnostics-samples ({args.diagnostics_samples})"
-                )
-            elif diagnostics_due:
-                next_diagnostics_step += args.diagnostics_interval
-                probe_obs = rb.sample_states(args.diagnostics_samples, probe_generator, device)
-                activations = diagnostics.capture_activations(q_network, probe_obs)
-                diagnostics.log_diagnostics(
-                    writer,
-                    global_step,
-                    activations,
-                    hidden_activation=args.activation,
-                    dead_threshold=args.dead_threshold,
-                    dormant_tau=args.dormant_tau,
-                    save_dir=os.path.join(run_dir, "activations") if args.save_activations else None,
-                )
-
+            # diagnostics on states sampled from the replay memory, once every diagnostics_interval steps
+            if args.diagnostics_interval > 0 and global_step % args.diagnostics_interval == 0:
+                if len(rb) < args.diagnostics_samples:
+                    say(f"diagnostics skipped at step {global_step}: the replay memory holds {len(rb)} states")
+                else:
+                    probe_obs = rb.sample_states(args.diagnostics_samples, probe_generator, device)
+                    layers = diagnostics.capture_activations(q_network, probe_obs)
+                    diagnostics.log_diagnostics(
+                        writer,
+                        global_step,
+                        layers,
+                        hidden_activation=args.activation,
+                        dead_threshold=args.dead_threshold,
+                        dormant_tau=args.dormant_tau,
+                        save_dir=run.activations_dir,
+                    )
             if global_step % 100 == 0:
                 writer.add_scalar("charts/epsilon", epsilon, global_step)
-                writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
-            if time.time() - last_print > 5:
-                last_print = time.time()
-                print(status_line(global_step, args.total_timesteps, start_time, recent_returns), flush=True)
-    except KeyboardInterrupt:  # a second signal: stopped at once, in the middle of a step
-        pass
-    except Exception as error:  # saved and logged below, then reported in one line
-        crash = error
-        crash_traceback = traceback.format_exc()
+                run.log_speed(global_step)  # charts/SPS, and a console line every few seconds
+
+            # TRY NOT TO MODIFY: between two steps the run is whole: checkpoint it now and then, stop when asked
+            if args.checkpoint_interval > 0 and global_step % args.checkpoint_interval == 0:
+                run.save(global_step)
+            if run.stop:
+                break
     envs.close()
 
     # TRY NOT TO MODIFY: keep what the run reached, evaluate it when its training is over, record how it ended
-    if args.save_model:
+    return run.end(global_step, training_over=global_step >= args.total_timesteps, device=device)
+
+
+# ======================================================================================================================
+# The algorithm ends here. Below: the evaluation, then what keeps long runs safe (signals, checkpoints and resume,
+# status.json, the console; docs/long-runs.md) and the argument checks. The three scripts share it line for line.
+# ======================================================================================================================
+
+
+def evaluate(model_path: str, args: Args, device: torch.device, writer: SummaryWriter, stop) -> list[float]:
+    """The saved model plays one full game in each of eval_episodes envs (so that short games are not favoured),
+    epsilon-greedy with epsilon end_e; each score is logged as its game ends, and a signal stops it early."""
+    envs = make_env(args.env_id, args.eval_episodes, args.max_episode_frames, args.repeat_action_probability)
+    fire_action = find_fire_action(envs) if args.fire_on_life_loss else None
+    num_actions = envs.single_action_space.n
+    q_network = NETWORK(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
+    q_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
+    obs, info = envs.reset(seed=args.seed + args.num_envs)  # games the training envs did not start from
+    tracker, scores = EpisodeTracker(args.eval_episodes, info["lives"], fire_action), {}
+    say(f"evaluation: {args.eval_episodes} games")
+    try:
+        while len(scores) < args.eval_episodes and not stop:
+            with torch.no_grad():
+                q_values = q_network(torch.as_tensor(obs, device=device))
+            explore = torch.rand(args.eval_episodes, device=device) < args.end_e
+            random_actions = torch.randint(num_actions, (args.eval_episodes,), device=device)
+            actions = torch.where(explore, random_actions, q_values.argmax(dim=1)).cpu().numpy()
+            obs, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
+            for env, score, _ in tracker.step(rewards, terminations, truncations, info["lives"])[2]:
+                if env not in scores:  # only each env's first game counts
+                    scores[env] = score
+                    writer.add_scalar("eval/episodic_return", score, len(scores) - 1)
+                    say(f"evaluation: game {len(scores)}/{args.eval_episodes} returned {score:.1f}")
+    except KeyboardInterrupt:  # a second signal
+        pass
+    envs.close()
+    return list(scores.values())
+
+
+NETWORK = QNetwork  # the network of the model file (its layers are checked before --eval-only plays it)
+# the ranges of this algorithm's own arguments (None: an optional argument not given), then its other rules
+ALGORITHM_RANGES = {
+    "must be positive": ("batch_size", "train_frequency", "target_network_frequency"),
+    "must lie in [0, 1]": ("start_e", "end_e", "exploration_fraction"),
+    "must lie in (0, 1]": ("tau",),
+}
+
+
+def algorithm_checks(args: Args) -> list[tuple[bool, str]]:
+    memory_needed = args.buffer_size * (84 * 84 + 8)  # a frame and 8 bytes of bookkeeping per slot
+    memory_here = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return [
+        (args.num_envs != 1, f"--num-envs must be 1: this DQN plays one game at a time (got {args.num_envs})"),
+        (args.learning_starts < 1, "--learning-starts must be at least 1: learning samples transitions already stored"),
+        (
+            args.buffer_size < max(args.batch_size, 5),
+            f"--buffer-size ({args.buffer_size}) must be at least --batch-size ({args.batch_size}) and at least 5",
+        ),
+        (
+            memory_needed > memory_here,
+            f"--buffer-size ({args.buffer_size:,}) needs {memory_needed / 2**30:.1f} GiB for the replay memory, "
+            f"more than this machine's {memory_here / 2**30:.1f} GiB",
+        ),
+        (
+            args.diagnostics_interval > 0 and args.diagnostics_samples > args.buffer_size,
+            f"--diagnostics-samples ({args.diagnostics_samples}) must be at most --buffer-size ({args.buffer_size})",
+        ),
+    ]
+
+
+EXIT_CRASHED, EXIT_BAD_ARGUMENTS, EXIT_INTERRUPTED = 1, 2, 75  # 75 (EX_TEMPFAIL): --resume continues the run
+
+
+def say(message: str, error: bool = False) -> None:
+    """Prints one line. A closed terminal (EIO) or a closed pipe (EPIPE) silences the console, never the run."""
+    stream = sys.stderr if error else sys.stdout
+    try:
+        print(message, file=stream, flush=True)
+    except OSError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT), SIGTERM and SIGHUP ask the run to stop at the next safe point (between two steps or rollouts,
+    where a checkpoint continues it exactly; between two evaluation steps); a second signal stops it at once."""
+
+    def __init__(self):
+        self.signal_name, self.at_once = None, False
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None:
+            self.at_once = True
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __bool__(self) -> bool:
+        return self.signal_name is not None
+
+
+class Run:
+    """A run's folder and what keeps it safe: TensorBoard, status.json, the console, checkpoints and how it ends.
+    `with run:` around the loop turns an error (or a second signal) into a record; run.end then saves what it can,
+    evaluates a finished training and records how the run ended, in one place."""
+
+    def __init__(self, args: Args):
+        self.args, self.script, self.crash, self.parts = args, os.path.basename(__file__), None, {}
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.dir = args.resume or os.path.join("runs", name)
+        self.model_path, self.checkpoint_path = (
+            os.path.join(self.dir, f"{args.exp_name}.pt"),
+            os.path.join(self.dir, "checkpoint.pt"),
+        )
+        self.activations_dir = os.path.join(self.dir, "activations") if args.save_activations else None
+        self.checkpoint = self.saved_step = None  # the checkpoint to restore; the step of the one on disk
+        if args.resume is None:
+            try:
+                os.makedirs(self.dir)
+            except FileExistsError:
+                say(f"error: {self.dir} exists already; a run never overwrites another", error=True)
+                sys.exit(EXIT_BAD_ARGUMENTS)
+            with open(os.path.join(self.dir, "args.json"), "w") as f:
+                json.dump(vars(args), f, indent=2)
+        else:
+            self.checkpoint = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+        if args.track:
+            import wandb
+
+            wandb_run = os.path.basename(os.path.normpath(self.dir))
+            wandb.init(
+                project=args.wandb_project_name,
+                entity=args.wandb_entity,
+                sync_tensorboard=True,
+                config=vars(args),
+                name=wandb_run,
+                save_code=True,
+            )
+        # a resumed run's TensorBoard hides what the stopped one logged after its checkpoint
+        self.writer = SummaryWriter(
+            self.dir, purge_step=self.checkpoint["global_step"] + 1 if self.checkpoint else None
+        )
+        if args.resume is None:
+            table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+        write_status(
+            self.dir, script=self.script, status="running", message=None, host=socket.gethostname(), pid=os.getpid()
+        )
+        self.stop, self.recent_returns = StopRequest(), deque(maxlen=20)  # the latest full-game scores, for the console
+        self.games_seed = args.seed
+
+    def restore(self, network: nn.Module, **parts) -> int:
+        """Names what a checkpoint holds; a resumed run loads it back. Returns the step the run starts from."""
+        self.parts, self.start_time = {"network": network, **parts}, time.time()
+        self.last_print = self.start_time
+        parameters, device = sum(p.numel() for p in network.parameters()), next(network.parameters()).device
+        say(f"device {device} | {type(network).__name__} of {parameters:,} parameters | run folder {self.dir}")
+        if self.checkpoint is None:
+            return 0
+        checkpoint, self.checkpoint = self.checkpoint, None
+        for name, part in self.parts.items():
+            part.set_state(checkpoint[name]) if isinstance(part, torch.Generator) else part.load_state_dict(
+                checkpoint[name]
+            )
+        rng = checkpoint["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy(), *rng["numpy"][2:]))
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.recent_returns.extend(checkpoint["recent_returns"])
+        self.start_time -= checkpoint["elapsed_time"]
+        self.saved_step = step = checkpoint["global_step"]
+        # the games in progress cannot be saved: fresh games, seeded anew for each (seed, step)
+        self.games_seed = int(np.random.SeedSequence([self.args.seed, step]).generate_state(1)[0]) % (
+            2**31 - self.args.num_envs
+        )
+        say(f"resumed at step {step:,} from {self.checkpoint_path}")
+        return step
+
+    def training_state(self, step: int) -> dict:
+        """All that --resume restores: the parts' states, the progress and the random generators."""
+        numpy_rng = np.random.get_state()
+        rng = {"python": random.getstate(), "numpy": (numpy_rng[0], torch.from_numpy(numpy_rng[1]), *numpy_rng[2:])}
+        rng["torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        state = {"script": self.script, "global_step": step, "recent_returns": list(self.recent_returns), "rng": rng}
+        state["elapsed_time"] = time.time() - self.start_time
+        for name, part in self.parts.items():
+            state[name] = part.get_state() if isinstance(part, torch.Generator) else part.state_dict()
+        return state
+
+    def save(self, step: int, checkpoint: bool = True) -> None:
+        """Writes the model, then (unless told not to) the checkpoint that continues the run exactly."""
+        if checkpoint and step == self.saved_step:
+            return  # on disk already
+        atomic_save(self.parts["network"].state_dict(), self.model_path)
+        if checkpoint:
+            try:
+                atomic_save(self.training_state(step), self.checkpoint_path)
+            except OSError as error:
+                raise OSError(f"the model was saved to {self.model_path}, but {error}") from error
+            write_status(self.dir, checkpoint_step=step)
+            self.saved_step = step
+
+    def log_speed(self, step: int) -> None:
+        """charts/SPS, and every few seconds one console line: progress, speed, time left and the latest scores."""
+        sps = step / max(time.time() - self.start_time, 1e-9)
+        self.writer.add_scalar("charts/SPS", int(sps), step)
+        if time.time() - self.last_print > 5:
+            self.last_print, total, scores = time.time(), self.args.total_timesteps, self.recent_returns
+            returns = f"{np.mean(scores):.1f} (mean of last {len(scores)})" if scores else "-"
+            eta = (total - step) / max(sps, 1e-9) / 60
+            say(
+                f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta:.0f} min | return {returns}"
+            )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace) -> bool:
+        self.crash = error if isinstance(error, Exception) else None
+        return isinstance(error, (Exception, KeyboardInterrupt))  # KeyboardInterrupt: a second signal
+
+    def end(self, step: int, training_over: bool, device: torch.device) -> int:
+        """Keeps what the run reached, evaluates it when its training is over, records how it ended: the exit status."""
+        whole = self.crash is None and not self.stop.at_once  # stopped between two steps: a checkpoint continues it
+        if self.args.save_model:
+            try:
+                self.save(step, checkpoint=whole)
+                say(f"model saved to {self.model_path}")
+            except KeyboardInterrupt:  # a second signal while saving: the previous files stay as they were
+                whole = False
+            except OSError as error:  # a full disk, say: the previous files stay as they were
+                self.crash = self.crash or error
+        if self.crash is not None:
+            return self.record(step, "crashed", f"crashed at step {step:,}: {type(self.crash).__name__}: {self.crash}")
+        if not (whole and training_over):
+            resume = (
+                f"continue with python {self.script} --resume {self.dir}" if self.args.save_model and whole else None
+            )
+            how = f"by {self.stop.signal_name}" + (" (twice: at once)" if self.stop.at_once else "")
+            return self.record(
+                step, "interrupted", f"interrupted {how} at step {step:,}: {resume or 'keeping what was logged'}"
+            )
+        if self.args.save_model and self.args.eval_episodes > 0:
+            if not evaluation(self.args, self.dir, device, self.writer, self.stop):
+                message = f"evaluation interrupted by {self.stop.signal_name}: --resume {self.dir} plays it again"
+                return self.record(step, "interrupted", message)
+        if os.path.exists(self.checkpoint_path):
+            os.remove(self.checkpoint_path)  # a finished run is not resumed: its model stays (DQN: GBs of replay go)
+            write_status(self.dir, checkpoint_step=None)
+        return self.record(step, "finished", f"finished at step {step:,}")
+
+    def record(self, step: int, outcome: str, message: str) -> int:
+        """Writes how the run ended to status.json and TensorBoard, says it, and returns the exit status."""
+        error = "".join(traceback.format_exception(self.crash)) if outcome == "crashed" else None
         try:
-            atomic_save(q_network.state_dict(), model_path)
-            print(f"model saved to {model_path}")
-            if crash is None and not stop.at_once:
-                atomic_save(training_state(), checkpoint_path)
-                write_status(run_dir, checkpoint_step=global_step)
-        except KeyboardInterrupt:  # a second signal while saving: the previous files stay as they were
-            pass
-        except OSError as error:  # a full disk, say: the previous files stay as they were
-            if crash is None:
-                crash, crash_traceback = error, traceback.format_exc()
-    whole = crash is None and not stop.at_once  # stopped between two steps: its checkpoint continues it exactly
-    training_over = whole and global_step >= args.total_timesteps
-    if crash is not None:
-        message = f"crashed at step {global_step:,}: {type(crash).__name__}: {crash}"
-        end_run(run_dir, writer, global_step, "crashed", message, error=crash_traceback)
-    if not training_over:
-        how = f"by {stop.signal_name}" + (" (twice: at once)" if stop.at_once else "")
-        resume = f"python {os.path.basename(__file__)} --resume {run_dir}" if args.save_model and whole else None
-        message = f"interrupted {how} at step {global_step:,}: " + (
-            f"continue with {resume}" if resume else "keeping what was logged"
-        )
-        end_run(run_dir, writer, global_step, "interrupted", message, signal_name=stop.signal_name)
-    if args.save_model and args.eval_episodes > 0:
-        # evaluation: a fresh network loads the saved model and plays full games
-        eval_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
-        eval_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
-        scores = evaluate(eval_network, args, device, writer, stop)
+            write_status(
+                self.dir, status=outcome, step=step, message=message, signal=self.stop.signal_name, traceback=error
+            )
+            self.writer.add_text("run/status", f"{outcome}: {message}", step)
+            self.writer.close()
+        except Exception as failure:  # a full disk: the console still says how the run ended
+            message += f" (status.json not updated: {failure})"
+        if outcome == "crashed":
+            say(f"error: {message} (traceback in {os.path.join(self.dir, 'status.json')})", error=True)
+        else:
+            say(message)
+        say(f"run folder: {self.dir}")
+        return {"finished": 0, "interrupted": EXIT_INTERRUPTED, "crashed": EXIT_CRASHED}[outcome]
+
+
+def evaluation(args: Args, run_dir: str, device: torch.device, writer: SummaryWriter, stop) -> bool:
+    """The saved model's evaluation; status.json records its scores once all games were played (True then)."""
+    scores = evaluate(os.path.join(run_dir, f"{args.exp_name}.pt"), args, device, writer, stop)
+    say(f"evaluation: mean return {np.mean(scores or np.nan):.1f} over {len(scores)} of {args.eval_episodes} games")
+    if len(scores) == args.eval_episodes:  # else the evaluation recorded before stays
         write_status(run_dir, evaluation={"returns": scores, "of": args.eval_episodes})
-        print(
-            f"evaluation: mean return {np.mean(scores or np.nan):.1f} over {len(scores)} of {args.eval_episodes} games"
+    return len(scores) == args.eval_episodes
+
+
+def evaluate_saved_model(args: Args) -> int:
+    """--resume RUN --eval-only: the evaluation of the run's saved model, nothing else; returns the exit status."""
+    writer = SummaryWriter(args.resume)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    complete = evaluation(args, args.resume, device, writer, StopRequest())
+    writer.close()
+    say(f"run folder: {args.resume}")
+    return 0 if complete else EXIT_INTERRUPTED
+
+
+def atomic_save(obj, path: str) -> None:
+    """torch.save to a temporary name, synced, then renamed: the file is whole or absent, never truncated. A failed
+    write (a full disk, a file size limit) raises OSError naming the file and the error beneath torch's."""
+    try:
+        with open(path + ".tmp", "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + ".tmp", path)
+    except BaseException as error:  # a full disk, a second signal: no half-written file is left behind
+        if os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")
+        cause = error
+        while cause is not None and not isinstance(cause, OSError):  # torch's zip writer wraps the OSError
+            cause = cause.__cause__ or cause.__context__
+        if not isinstance(error, Exception):
+            raise
+        raise OSError(f"could not write {path}: {cause or error}") from error
+
+
+def write_status(run_dir: str, **fields) -> None:
+    """Updates the run's status.json (how far the run is and how it ended), whole or not at all."""
+    path, status = os.path.join(run_dir, "status.json"), {}
+    if os.path.exists(path):
+        with open(path) as f:
+            status = json.load(f)
+    status.update(fields, updated=time.strftime("%Y-%m-%d %H:%M:%S"))
+    with open(path + ".tmp", "w") as f:
+        json.dump(status, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+IN_RANGE = {
+    "must be positive": lambda value: 0 < value < math.inf,
+    "must be >= 0": lambda value: 0 <= value < math.inf,
+    "must lie in [0, 1]": lambda value: 0 <= value <= 1,
+    "must lie in (0, 1]": lambda value: 0 < value <= 1,
+    "must lie in [0, 1)": lambda value: 0 <= value < 1,
+}
+SHARED_RANGES = {
+    "must be positive": ("total_timesteps", "max_episode_frames", "num_envs", "learning_rate", "hidden_dim"),
+    "must be >= 0": ("eval_episodes", "checkpoint_interval", "diagnostics_interval", "dormant_tau"),
+    "must lie in [0, 1]": ("gamma",),
+    "must lie in (0, 1]": ("dead_threshold",),  # a local gradient
+    "must lie in [0, 1)": ("repeat_action_probability",),  # at 1 the agent would never control the game
+}
+
+
+def check_args(args: Args) -> None:
+    """Raises ValueError with a one-line reason at the first argument out of its range or against a rule."""
+    atari_game(args.env_id)
+    for words, names in [*SHARED_RANGES.items(), *ALGORITHM_RANGES.items()]:
+        for name in names:
+            if getattr(args, name) is not None and not IN_RANGE[words](getattr(args, name)):
+                raise ValueError(f"--{name.replace('_', '-')} {words} (got {getattr(args, name)})")
+    highest_seed = 2**31 - args.num_envs - args.eval_episodes  # game i is seeded with seed + i, ale-py's below 2^31
+    shared = [
+        (
+            not args.exp_name or os.sep in args.exp_name or args.exp_name in (".", ".."),
+            "--exp-name must be a plain name",
+        ),
+        (
+            not 0 <= args.seed <= highest_seed,
+            f"--seed must lie in [0, {highest_seed}] (got {args.seed}): game i is seeded with seed + i",
+        ),
+        (
+            args.diagnostics_interval > 0 and args.activation not in diagnostics.LOCAL_GRADIENTS,
+            f"--activation {args.activation}: diagnostics.py cannot measure it; add its local gradient to "
+            "diagnostics.LOCAL_GRADIENTS (docs/diagnostics.md) or set --diagnostics-interval 0",
+        ),
+        (
+            args.diagnostics_interval > 0 and args.diagnostics_samples < args.hidden_dim,
+            f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) to measure the rank",
+        ),
+        (args.checkpoint_interval > 0 and not args.save_model, "--checkpoint-interval needs --save-model"),
+        (args.eval_only and args.resume is None, "--eval-only needs --resume RUN_DIR, the run whose model it plays"),
+        (args.eval_only and args.eval_episodes == 0, "--eval-only needs --eval-episodes of at least 1"),
+        (args.track and importlib.util.find_spec("wandb") is None, "--track needs wandb (pip install wandb)"),
+    ]
+    for broken, message in shared + algorithm_checks(args):
+        if broken:
+            raise ValueError(message)
+
+
+def checked_load(path: str, kind: str, layers: set | None = None) -> dict:
+    """A checkpoint's or (given its layers) a model's contents, or a ValueError saying what is wrong with the file."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        size = os.path.getsize(path)
+        raise ValueError(f"{path}: damaged: {'empty' if size == 0 else f'{size:,} bytes torch cannot read'}") from None
+    script = os.path.basename(__file__)
+    if not isinstance(saved, dict) or (set(saved) != layers if layers else saved.get("script") != script):
+        raise ValueError(f"{path}: not a {kind} of {script}")
+    return saved
+
+
+def resumed_args(given: Args, given_names: set[str]) -> Args:
+    """The arguments of the run that --resume names (its args.json), once it is clear that it can be continued."""
+    run_dir, script = given.resume, os.path.basename(__file__)
+    try:
+        with open(os.path.join(run_dir, "args.json")) as f:
+            saved = json.load(f)
+        with open(os.path.join(run_dir, "status.json")) as f:
+            status = json.load(f)
+    except (OSError, ValueError):
+        raise ValueError(f"--resume {run_dir}: not a run folder (no readable args.json and status.json)") from None
+    if status.get("script") != script:
+        raise ValueError(f"--resume {run_dir}: a run of {status.get('script')}, not of {script}")
+    for name in sorted(given_names - {"resume", "eval_only", "cuda", "eval_episodes"}):  # given on the command line
+        raise ValueError(
+            f"--resume continues a run with its own arguments: --{name.replace('_', '-')} cannot change (only --cuda/--no-cuda and --eval-episodes can)"
         )
-        if len(scores) < args.eval_episodes:
-            message = f"evaluation interrupted by {stop.signal_name} after {len(scores)} games: --resume {run_dir} plays it again"
-            end_run(run_dir, writer, global_step, "interrupted", message, signal_name=stop.signal_name)
-    if os.path.exists(checkpoint_path):
-        os.remove(checkpoint_path)  # a finished run is not resumed: its model stays (DQN: 7 GB of replay memory go)
-        write_status(run_dir, checkpoint_step=None)
-    end_run(run_dir, writer, global_step, "finished", f"finished at step {global_step:,}")
+    args = Args(**{field.name: saved[field.name] for field in dataclasses.fields(Args) if field.name in saved})
+    args.resume, args.eval_only = run_dir, given.eval_only
+    for name in given_names & {"cuda", "eval_episodes"}:  # given beside --resume, they replace the run's own
+        setattr(args, name, getattr(given, name))
+    if status.get("status") == "running" and status.get("host") == socket.gethostname():
+        try:
+            os.kill(status["pid"], 0)  # signal 0 only asks whether the process is there
+            alive = True
+        except ProcessLookupError:  # killed without a word: it continues from its latest checkpoint
+            alive = False
+        except PermissionError:  # there, but another user's
+            alive = True
+        if alive:
+            raise ValueError(f"--resume {run_dir}: the run is still running (process {status['pid']})")
+    model_path, checkpoint_path = os.path.join(run_dir, f"{args.exp_name}.pt"), os.path.join(run_dir, "checkpoint.pt")
+    if args.eval_only and not os.path.exists(model_path):
+        raise ValueError(f"--resume {run_dir} --eval-only: the run saved no model (it ran without --save-model)")
+    if args.eval_only:
+        checked_load(model_path, "model", set(NETWORK(1, args.activation, args.hadamard, args.hidden_dim).state_dict()))
+    elif status.get("status") == "finished":
+        raise ValueError(f"--resume {run_dir}: the run finished already (--eval-only evaluates its model again)")
+    elif not os.path.exists(checkpoint_path):
+        why = (
+            "it crashed: see its status.json" if status.get("status") == "crashed" else "checkpoints need --save-model"
+        )
+        raise ValueError(f"--resume {run_dir}: no checkpoint to continue from ({why})")
+    else:
+        checked_load(checkpoint_path, "checkpoint")
+    return args
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The command line, checked before any work starts: a bad argument stops the script with one line."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = tyro.cli(Args, args=argv)
+    except BrokenPipeError:  # --help | head: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    names = {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}  # given flags
+    names = {name[3:] if name.startswith("no_") and not hasattr(Args, name) else name for name in names}
+    try:
+        if args.resume is not None:
+            args = resumed_args(args, names)
+        check_args(args)
+    except ValueError as error:
+        say(f"error: {error}", error=True)
+        sys.exit(EXIT_BAD_ARGUMENTS)
+    return args
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    sys.exit(evaluate_saved_model(args) if args.eval_only else train(args))

@@ -10,11 +10,12 @@ Run:
     python pqn_atari_hadamard.py --env-id Breakout-v5 --no-hadamard --hidden-dim 1024   # parameter-matched baseline
     python pqn_atari_hadamard.py --env-id Breakout-v5 --activation relu --no-hadamard   # PQN's own network
 Watch:  tensorboard --logdir runs      Diagnostics offline:  python diagnostics.py runs/<run>
-Stop:   Ctrl-C or SIGTERM saves and exits 75 (with --save-model); continue with --resume runs/<run>
+Stop:   Ctrl-C saves and exits 75 (with --save-model); continue with --resume runs/<run> (docs/long-runs.md)
 """
 
 import dataclasses
 import difflib
+import importlib.util
 import json
 import math
 import os
@@ -41,86 +42,50 @@ import diagnostics
 
 @dataclass
 class Args:
-    exp_name: str = os.path.basename(__file__)[: -len(".py")]
-    """the name of this experiment (part of the run folder's name)"""
-    seed: int = 1
-    """seed of the experiment"""
-    torch_deterministic: bool = True
-    """if toggled, `torch.backends.cudnn.deterministic=True`"""
-    cuda: bool = True
-    """if toggled, cuda is used when available"""
-    track: bool = False
-    """if toggled, the run is tracked with Weights and Biases (needs `pip install wandb`)"""
-    wandb_project_name: str = "hadamard-rl"
-    """the wandb project name"""
-    wandb_entity: str | None = None
-    """the entity (team) of the wandb project"""
-    save_model: bool = False
-    """whether to save the model and a checkpoint to the run folder (at the end, or when stopped) and evaluate it"""
-    eval_episodes: int = 10
-    """full games played by the evaluation after training (with --save-model), epsilon-greedy with epsilon end_e"""
-    checkpoint_interval: int = 0
-    """agent steps between checkpoints (with --save-model), each replacing the last; 0: only when the run stops"""
-    resume: str | None = None
-    """a run folder to continue from its checkpoint, with the run's own arguments (see README: Long runs)"""
-    eval_only: bool = False
-    """with --resume: only play the evaluation games of the run's saved model"""
-
     # Algorithm specific arguments
-    env_id: str = "Breakout-v5"
-    """the Atari game, e.g. Breakout-v5, Pong-v5, SpaceInvaders-v5 (ale-py ROM ids work too)"""
-    total_timesteps: int = 10_000_000
-    """total agent steps of the experiment (one step = 4 frames)"""
-    max_episode_frames: int = 108_000
-    """the time limit of a game in frames (108,000 frames = 30 minutes of play; small values make short tests)"""
-    fire_on_life_loss: bool = True
-    """if toggled, FIRE is pressed for the agent after every lost life, as the references do (games with FIRE only). The forced step is not the agent's: nothing learns from it and episodic_length (agent steps) leaves it out, but its reward is in the score and global_step counts it, as it counts every env step (reset steps too)"""
-    repeat_action_probability: float = 0.0
-    """sticky actions: the chance that an env repeats its previous action instead (0 as in the references; 0.25 is the protocol of Machado et al. 2018 and the -v5 default)"""
-    learning_rate: float = 2.5e-4
-    """the learning rate of the RAdam optimizer"""
-    num_envs: int = 128
-    """the number of parallel game environments"""
-    num_steps: int = 32
-    """the number of steps to run in each environment per rollout"""
-    anneal_lr: bool = False
-    """if toggled, the learning rate decays linearly to 0 (PQN keeps it constant)"""
-    gamma: float = 0.99
-    """the discount factor gamma"""
-    q_lambda: float = 0.65
-    """the lambda of the Q(lambda) targets (0 gives one-step Q-learning targets)"""
-    num_minibatches: int = 32
-    """the number of minibatches per epoch"""
-    update_epochs: int = 2
-    """the number of epochs over each rollout"""
-    max_grad_norm: float = 10.0
-    """the maximum norm for the gradient clipping"""
-    start_e: float = 1.0
-    """the starting epsilon for exploration"""
-    end_e: float = 0.001
-    """the ending epsilon for exploration (also the evaluation's epsilon)"""
-    exploration_fraction: float = 0.10
-    """the fraction of `total_timesteps` it takes from start_e to go to end_e"""
+    env_id: str = "Breakout-v5"  # the Atari game, e.g. Breakout-v5, Pong-v5 (ale-py ROM ids work too)
+    total_timesteps: int = 10_000_000  # total env steps of the experiment (one step = 4 frames)
+    max_episode_frames: int = 108_000  # the time limit of a game in frames (108,000: 30 minutes of play)
+    fire_on_life_loss: bool = True  # press FIRE for the agent after a lost life, as the references do
+    repeat_action_probability: float = 0.0  # sticky actions (0 as in the references; 0.25: Machado et al. 2018)
+    learning_rate: float = 2.5e-4  # the learning rate of the RAdam optimizer
+    num_envs: int = 128  # the number of parallel game environments
+    num_steps: int = 32  # the number of steps to run in each environment per rollout
+    anneal_lr: bool = False  # if toggled, the learning rate decays linearly to 0 (PQN keeps it constant)
+    gamma: float = 0.99  # the discount factor gamma
+    q_lambda: float = 0.65  # the lambda of the Q(lambda) targets (0 gives one-step Q-learning targets)
+    num_minibatches: int = 32  # the number of minibatches per epoch
+    update_epochs: int = 2  # the number of epochs over each rollout
+    max_grad_norm: float = 10.0  # the maximum norm for the gradient clipping
+    start_e: float = 1.0  # the starting epsilon for exploration
+    end_e: float = 0.001  # the ending epsilon for exploration (also the evaluation's epsilon)
+    exploration_fraction: float = 0.10  # the fraction of `total_timesteps` it takes from start_e to go to end_e
 
     # Representation (the paper's method by default)
-    activation: Literal["tanh", "relu", "sigmoid"] = "tanh"
-    """the activation of the final hidden layer (the convolutions always use ReLU)"""
-    hadamard: bool = True
-    """if toggled, the final hidden layer is the Hadamard product of two layers; --no-hadamard gives one layer"""
-    hidden_dim: int = 512
-    """units of the final hidden layer (1024 with --no-hadamard matches the Hadamard layer's parameters)"""
+    activation: Literal["tanh", "relu", "sigmoid"] = "tanh"  # of the final hidden layer (the convolutions use ReLU)
+    hadamard: bool = True  # the final hidden layer is the Hadamard product of two layers; --no-hadamard: one layer
+    hidden_dim: int = 512  # units of the final hidden layer (1024 with --no-hadamard: as many parameters)
 
-    # Diagnostics (dead neurons and effective rank, see diagnostics.py)
-    diagnostics_interval: int = 500_000
-    """agent steps between diagnostics captures (0 turns diagnostics off)"""
-    diagnostics_samples: int = 1024
-    """probe states per capture (at least hidden_dim, so that the rank is measurable)"""
-    save_activations: bool = False
-    """if toggled, each capture's activations are saved to <run>/activations/step_<step>.npz"""
-    dead_threshold: float = 0.02
-    """a unit is dead (saturated) when its activation's slope at its output is below this on every probe state"""
-    dormant_tau: float = 0.025
-    """a unit is tau-dormant when its normalised mean |activation| is at most this (ReDo)"""
+    # Diagnostics (dead neurons and effective rank, docs/diagnostics.md)
+    diagnostics_interval: int = 500_000  # env steps between diagnostics captures (0 turns diagnostics off)
+    diagnostics_samples: int = 1024  # probe states per capture (at least hidden_dim, so that the rank is measurable)
+    save_activations: bool = False  # save each capture's activations to <run>/activations/step_<step>.npz
+    dead_threshold: float = 0.02  # a unit is dead when its activation's slope is below this on every probe state
+    dormant_tau: float = 0.025  # a unit is tau-dormant when its normalised mean |activation| is at most this (ReDo)
+
+    # Run management (docs/long-runs.md)
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]  # the name of this experiment (in the run folder's)
+    seed: int = 1  # seed of the experiment
+    torch_deterministic: bool = True  # if toggled, `torch.backends.cudnn.deterministic=True`
+    cuda: bool = True  # if toggled, cuda is used when available
+    track: bool = False  # track the run with Weights and Biases (needs `pip install wandb`)
+    wandb_project_name: str = "hadamard-rl"  # the wandb project name
+    wandb_entity: str | None = None  # the entity (team) of the wandb project
+    save_model: bool = False  # save the model and a checkpoint to the run folder (at the end, or when stopped)
+    eval_episodes: int = 10  # games the saved model plays after training, epsilon-greedy with epsilon end_e
+    checkpoint_interval: int = 0  # env steps between checkpoints (with --save-model); 0: only when the run stops
+    resume: str | None = None  # a run folder to continue from its checkpoint, with the run's own arguments
+    eval_only: bool = False  # with --resume: only play the evaluation games of the run's saved model
 
 
 def atari_game(env_id: str) -> str:
@@ -129,27 +94,23 @@ def atari_game(env_id: str) -> str:
 
     name = re.sub(r"-v\d+$", "", env_id.split("/")[-1])
     game = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() if not name.islower() else name
-    games = get_all_rom_ids()
-    if game not in games:
-        close = difflib.get_close_matches(game, games, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown Atari game '{env_id}'{hint}")
+    if game not in get_all_rom_ids():
+        close = difflib.get_close_matches(game, get_all_rom_ids(), n=3)
+        raise ValueError(f"unknown Atari game '{env_id}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
     return game
 
 
 def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repeat_action_probability: float = 0.0):
-    """ale-py's C++ vector env with the usual Atari preprocessing.
+    """ale-py's C++ vector env with the usual Atari preprocessing (docs/protocol.md).
 
-    Frame skip 4 with a max-pool of the last two frames, 84x84 grayscale, stacks of 4 frames (zero-padded at a
-    game's start), up to 30 no-op starts, FIRE at reset where the game needs it, sticky actions with
-    repeat_action_probability (0: none), and a time limit of max_episode_frames frames. Rewards come raw
-    (full-game scores are kept; learning clips them to their sign), a lost life is not an episode end here (the
-    loop detects it from info["lives"] and presses FIRE after it through EpisodeTracker), and NEXT_STEP autoreset
-    means the step after an episode end only resets that env. Seed it with envs.reset(seed=...).
+    Frame skip 4 with a max-pool of the last two frames, 84x84 grayscale, stacks of 4 frames (zero-padded at a game's
+    start), up to 30 no-op starts, FIRE at reset where the game needs it, sticky actions, a time limit. Rewards come
+    raw (learning clips them to their sign); a lost life is no episode end here (EpisodeTracker sees it in
+    info["lives"]); NEXT_STEP autoreset: the step after a game ends only resets that env.
     """
     from ale_py.vector_env import AtariVectorEnv
 
-    envs = AtariVectorEnv(
+    return AtariVectorEnv(
         game=atari_game(env_id),
         num_envs=num_envs,
         frameskip=4,
@@ -166,7 +127,6 @@ def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repe
         episodic_life=False,
         life_loss_info=False,
     )
-    return envs
 
 
 def find_fire_action(envs) -> int | None:
@@ -177,18 +137,14 @@ def find_fire_action(envs) -> int | None:
     return action_set.index(Action.FIRE) if Action.FIRE in action_set else None
 
 
-ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}
-
-
 class EpisodeTracker:
-    """Per-env bookkeeping of ale-py's vector env: raw full-game scores, lost lives, reset and forced FIRE steps.
+    """Per-env bookkeeping of ale-py's vector env: raw full-game scores, lost lives, and the steps not the agent's.
 
-    A game's score adds up over all its lives; a lost life is terminal for learning only. With NEXT_STEP
-    autoreset, the step after a game ends (terminated or truncated) only resets that env: it is no transition.
-    Given the game's fire_action (the references' protocol), the step after a lost life that did not end the game
-    is a forced FIRE, which serves the next ball: the loop plays it by sending with_forced_fire(actions). It is no
-    transition either (not the agent's action: nothing learns from it and episodic_length leaves it out), but its
-    reward counts in the game's score.
+    A game's score adds up over all its lives; a lost life is terminal for learning only. Two kinds of env step are
+    not the agent's: the reset step after a game ends (NEXT_STEP autoreset ignores its action) and, given the game's
+    fire_action, the forced FIRE after a lost life that serves the next ball (the loop sends with_forced_fire).
+    They count in global_step, but is_transition is False on them: nothing learns from them and episodic_length
+    leaves them out (a forced FIRE's reward counts in the score).
     """
 
     def __init__(self, num_envs: int, lives: np.ndarray, fire_action: int | None = None):
@@ -220,6 +176,9 @@ class EpisodeTracker:
         self.resetting = game_over
         self.forced_fire = lost & ~game_over & (self.fire_action is not None)
         return is_transition, lost & is_transition, finished
+
+
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}  # a new one: docs/diagnostics.md
 
 
 def flax_init_(weight: torch.Tensor, scale: float) -> None:
@@ -293,141 +252,6 @@ class QNetwork(nn.Module):
         return self.q_head(self.representation(x))
 
 
-def status_line(step: int, total_steps: int, start_time: float, recent_returns) -> str:
-    """One console line: progress, speed, time left and the latest full-game scores."""
-    sps = step / max(time.time() - start_time, 1e-9)
-    eta_minutes = (total_steps - step) / max(sps, 1e-9) / 60
-    returns = f"{np.mean(recent_returns):.1f} (mean of last {len(recent_returns)})" if recent_returns else "-"
-    return (
-        f"step {step:,}/{total_steps:,} ({100 * step / total_steps:.1f}%) | {sps:,.0f} SPS | "
-        f"ETA {eta_minutes:.0f} min | return {returns}"
-    )
-
-
-# Long runs: signals, checkpoints and how a run ended (see README: Long runs)
-EXIT_CRASHED = 1  # an error stopped the run (the traceback is in its status.json)
-EXIT_BAD_ARGUMENTS = 2  # nothing was started
-EXIT_INTERRUPTED = 75  # a signal stopped the run (EX_TEMPFAIL): --resume continues it
-
-
-class StopRequest:
-    """Ctrl-C (SIGINT), SIGTERM and SIGHUP ask the run to stop at the next safe point; a second one stops it at once.
-
-    The training loop checks it between two steps (DQN) or two rollouts (PPO, PQN), where the run's state is whole
-    and a checkpoint can continue it; the evaluation checks it between two env steps.
-    """
-
-    def __init__(self):
-        self.signal_name = None
-        self.at_once = False  # a second signal raised KeyboardInterrupt in the middle of a step
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.signal_name is not None:
-            self.at_once = True
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-
-    def __bool__(self) -> bool:
-        return self.signal_name is not None
-
-
-def saveable(value):
-    """value with numpy arrays as tensors (no copy) and random generators as their states, for torch.save."""
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if isinstance(value, np.random.Generator):
-        return value.bit_generator.state
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return type(value)(saveable(item) for item in value)
-    if isinstance(value, dict):
-        return {key: saveable(item) for key, item in value.items()}
-    return value
-
-
-def saveable_vars(obj) -> dict:
-    """Every numpy-array, random-generator and scalar attribute of obj (whatever fields its class has)."""
-    kinds = (np.ndarray, np.random.Generator, np.generic, bool, int, float, str)
-    return {name: saveable(value) for name, value in vars(obj).items() if isinstance(value, kinds)}
-
-
-def restore_vars(obj, saved: dict) -> None:
-    """The reverse of saveable_vars; arrays are copied into obj's own (a replay memory is not allocated twice)."""
-    for name, value in saved.items():
-        current = getattr(obj, name, None)
-        if isinstance(current, np.random.Generator):
-            current.bit_generator.state = value
-        elif isinstance(current, np.ndarray) and current.shape == tuple(value.shape):
-            np.copyto(current, value.numpy())
-        else:
-            setattr(obj, name, value.numpy() if isinstance(value, torch.Tensor) else value)
-
-
-def rng_states() -> dict:
-    """The states of Python's, numpy's and torch's global random generators (CUDA's too when there is one)."""
-    states = {"python": random.getstate(), "numpy": saveable(np.random.get_state()), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: dict) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(tuple(item.numpy() if isinstance(item, torch.Tensor) else item for item in states["numpy"]))
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def resume_seed(seed: int, step: int, num_envs: int) -> int:
-    """The seed of the fresh games a run resumed at `step` starts with: its own for each (seed, step)."""
-    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0]) % (2**31 - num_envs)
-
-
-def atomic_save(obj, path: str) -> None:
-    """torch.save to a temporary name, synced, then renamed: the file is whole or absent, never truncated."""
-    temporary = path + ".tmp"
-    try:
-        with open(temporary, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:  # a full disk, a second signal: no half-written file is left behind
-        os.remove(temporary)
-        raise
-    os.replace(temporary, path)
-
-
-def write_status(run_dir: str, **fields) -> dict:
-    """Updates the run's status.json (how far the run is and how it ended), whole or not at all."""
-    path = os.path.join(run_dir, "status.json")
-    status = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            status = json.load(f)
-    status.update(fields, updated=time.strftime("%Y-%m-%d %H:%M:%S"))
-    with open(path + ".tmp", "w") as f:
-        json.dump(status, f, indent=2)
-    os.replace(path + ".tmp", path)
-    return status
-
-
-def end_run(run_dir: str, writer, step: int, outcome: str, message: str, signal_name=None, error=None) -> None:
-    """Records how the run ended (status.json, TensorBoard text), says where the run is, exits with its status."""
-    write_status(run_dir, status=outcome, step=step, message=message, signal=signal_name, traceback=error)
-    writer.add_text("run/status", f"{outcome}: {message}", step)
-    writer.close()
-    if outcome == "crashed":
-        print(f"error: {message} (traceback in {os.path.join(run_dir, 'status.json')})", file=sys.stderr)
-    else:
-        print(message)
-    print(f"run folder: {run_dir}", flush=True)
-    sys.exit({"finished": 0, "interrupted": EXIT_INTERRUPTED, "crashed": EXIT_CRASHED}[outcome])
-
-
 def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:
     """Epsilon at step t: from start_e down to end_e over `duration` steps, then constant."""
     if duration <= 0:
@@ -439,7 +263,7 @@ def q_lambda_returns(
     rewards: torch.Tensor,
     terminals: torch.Tensor,
     max_q: torch.Tensor,
-    transitions: torch.Tensor,
+    is_transition: torch.Tensor,
     gamma: float,
     q_lambda: float,
 ) -> torch.Tensor:
@@ -448,8 +272,8 @@ def q_lambda_returns(
         G[t] = r[t] + gamma * (1 - terminal[t]) * (lambda * G[t + 1] + (1 - lambda) * maxQ(obs[t + 1]))
         with G[num_steps] = maxQ(obs[num_steps]), the obs after the rollout.
 
-    rewards, terminals (1 where a life was lost or the game ended at step t) and transitions (False on reset and
-    forced FIRE steps) are (num_steps, num_envs); max_q (num_steps + 1, num_envs) holds maxQ(obs[t]) cached during
+    rewards, terminals (1 where a life was lost or the game ended at step t) and is_transition (False on the
+    steps that are not the agent's) are (num_steps, num_envs); max_q (num_steps + 1, num_envs) holds maxQ(obs[t]) cached during
     the rollout and, last, maxQ(obs[num_steps]). Where step t + 1 is no transition, G[t + 1] is replaced by
     maxQ(obs[t + 1]), the max-Q of the obs step t returned: the recursion stops there, and a truncated game
     bootstraps from its final obs. Such a step's own target is meaningless; the update leaves it out of the batch.
@@ -461,7 +285,7 @@ def q_lambda_returns(
         bootstrap = q_lambda * next_return + (1 - q_lambda) * max_q[t + 1]
         returns[t] = rewards[t] + gamma * (1 - terminals[t]) * bootstrap
         # step t - 1 must not look through a reset or forced FIRE step into another game or life
-        next_return = torch.where(transitions[t], returns[t], max_q[t])
+        next_return = torch.where(is_transition[t], returns[t], max_q[t])
     return returns
 
 
@@ -476,239 +300,25 @@ def q_lambda_loss(q_values, actions, returns) -> tuple[torch.Tensor, torch.Tenso
     return loss, q_taken.detach().mean()
 
 
-def transition_minibatches(transitions: torch.Tensor, num_minibatches: int) -> tuple[torch.Tensor, ...]:
-    """One epoch's minibatches: the indices of the flat (batch,) transitions flags that are True, shuffled, in
-    num_minibatches parts. Reset and forced FIRE steps have no target: they are left out, not weighted 0."""
-    b_inds = torch.nonzero(transitions).flatten()
+def transition_minibatches(is_transition: torch.Tensor, num_minibatches: int) -> tuple[torch.Tensor, ...]:
+    """One epoch's minibatches: the indices where the flat is_transition is True, shuffled, in num_minibatches
+    parts. The steps that are not the agent's have no target: they are left out, not weighted 0."""
+    b_inds = torch.nonzero(is_transition).flatten()
     return torch.tensor_split(b_inds[torch.randperm(len(b_inds), device=b_inds.device)], num_minibatches)
 
 
-def evaluate(q_network: nn.Module, args: Args, device: torch.device, writer: SummaryWriter, stop) -> list[float]:
-    """Plays one full game in each of eval_episodes envs (so that short games are not favoured), epsilon-greedy with
-    epsilon end_e; logs and prints each score as its game ends, and stops early when asked (the games played count)."""
-    envs = make_env(args.env_id, args.eval_episodes, args.max_episode_frames, args.repeat_action_probability)
-    fire_action = find_fire_action(envs) if args.fire_on_life_loss else None
-    num_actions = envs.single_action_space.n
-    obs, info = envs.reset(seed=args.seed + args.num_envs)  # games the training envs did not start from
-    tracker = EpisodeTracker(args.eval_episodes, info["lives"], fire_action)
-    scores = {}
-    steps, last_print = 0, time.time()
-    print(f"evaluation: {args.eval_episodes} games", flush=True)
-    try:
-        while len(scores) < args.eval_episodes and not stop:
-            with torch.no_grad():
-                q_values = q_network(torch.as_tensor(obs, device=device))
-            explore = torch.rand(args.eval_episodes, device=device) < args.end_e
-            random_actions = torch.randint(num_actions, (args.eval_episodes,), device=device)
-            actions = torch.where(explore, random_actions, q_values.argmax(dim=1)).cpu().numpy()
-            obs, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
-            _, _, finished = tracker.step(rewards, terminations, truncations, info["lives"])
-            steps += 1
-            for env, score, _ in finished:
-                if env not in scores:  # only each env's first game counts
-                    scores[env] = score
-                    writer.add_scalar("eval/episodic_return", score, len(scores) - 1)
-                    print(f"evaluation: game {len(scores)}/{args.eval_episodes} returned {score:.1f}", flush=True)
-            if time.time() - last_print > 10:
-                last_print = time.time()
-                print(f"evaluation: {len(scores)}/{args.eval_episodes} games over after {steps:,} steps", flush=True)
-    except KeyboardInterrupt:  # a second signal
-        pass
-    envs.close()
-    return list(scores.values())
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def require_positive(args: Args, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{flag(name)} must be positive (got {value})")
-
-
-def require_non_negative(args: Args, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"{flag(name)} must be >= 0 (got {value})")
-
-
-def require_fraction(args: Args, *names: str) -> None:
-    for name in names:
-        value = getattr(args, name)
-        if not 0 <= value <= 1:
-            raise ValueError(f"{flag(name)} must lie in [0, 1] (got {value})")
-
-
-def check_common_args(args: Args) -> None:
-    """The checks of the arguments that the three scripts share, in the same words."""
-    atari_game(args.env_id)
-    if not args.exp_name or os.sep in args.exp_name or args.exp_name in (".", ".."):
-        raise ValueError(f"--exp-name must be a plain name, part of the run folder's name (got '{args.exp_name}')")
-    require_positive(args, "total_timesteps", "max_episode_frames", "num_envs", "learning_rate", "hidden_dim")
-    require_non_negative(args, "eval_episodes", "checkpoint_interval", "diagnostics_interval", "dormant_tau")
-    require_fraction(args, "gamma")
-    if not 0 <= args.repeat_action_probability < 1:  # at 1 the agent would never control the game
-        raise ValueError(f"--repeat-action-probability must lie in [0, 1) (got {args.repeat_action_probability})")
-    # game i is seeded with seed + i (training's first, then the evaluation's), and ale-py takes seeds below 2^31
-    highest_seed = 2**31 - args.num_envs - args.eval_episodes
-    if not 0 <= args.seed <= highest_seed:
-        raise ValueError(f"--seed must lie in [0, {highest_seed}] (got {args.seed}): game i is seeded with seed + i")
-    if not (math.isfinite(args.dead_threshold) and 0 < args.dead_threshold <= 1):
-        raise ValueError(f"--dead-threshold must lie in (0, 1], a local gradient (got {args.dead_threshold})")
-    if args.diagnostics_interval > 0 and args.diagnostics_samples < args.hidden_dim:
-        raise ValueError(
-            f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
-            "to measure the rank of the representation"
-        )
-    if args.checkpoint_interval > 0 and not args.save_model:
-        raise ValueError("--checkpoint-interval needs --save-model (a checkpoint holds the model)")
-    if args.eval_only and args.resume is None:
-        raise ValueError("--eval-only needs --resume RUN_DIR, the run whose model it evaluates")
-    if args.eval_only and args.eval_episodes == 0:
-        raise ValueError("--eval-only needs --eval-episodes of at least 1")
-
-
-def check_args(args: Args) -> None:
-    """Stop with a one-line reason before any work starts."""
-    check_common_args(args)
-    require_positive(args, "num_steps", "num_minibatches", "update_epochs", "max_grad_norm")
-    require_fraction(args, "q_lambda", "start_e", "end_e", "exploration_fraction")
-    batch_size = args.num_envs * args.num_steps
-    if batch_size % args.num_minibatches != 0:
-        raise ValueError(
-            f"--num-minibatches ({args.num_minibatches}) must divide --num-envs * --num-steps "
-            f"({args.num_envs} * {args.num_steps} = {batch_size})"
-        )
-    if batch_size // args.num_minibatches < 2:
-        raise ValueError("minibatches need at least 2 samples (reset and forced FIRE steps are left out of them)")
-    if args.total_timesteps < batch_size:
-        raise ValueError(f"--total-timesteps ({args.total_timesteps}) is less than one rollout ({batch_size} steps)")
-    if args.diagnostics_interval > 0 and args.diagnostics_samples > batch_size:
-        raise ValueError(
-            f"--diagnostics-samples ({args.diagnostics_samples}) must be at most the states of one rollout, "
-            f"--num-envs * --num-steps ({batch_size})"
-        )
-
-
-RESUME_OPTIONS = ("resume", "eval_only", "cuda", "eval_episodes")  # the only arguments --resume takes beside it
-
-
-def resumed_args(given: Args) -> Args:
-    """The arguments of the run that --resume names (its args.json), once it is clear that it can be continued."""
-    run_dir = given.resume
-    try:
-        with open(os.path.join(run_dir, "args.json")) as f:
-            saved = json.load(f)
-        with open(os.path.join(run_dir, "status.json")) as f:
-            status = json.load(f)
-    except (OSError, ValueError):
-        raise ValueError(f"--resume {run_dir}: not a run folder (no readable args.json and status.json)") from None
-    script = os.path.basename(__file__)
-    if status.get("script") != script:
-        raise ValueError(f"--resume {run_dir}: a run of {status.get('script')}, not of {script}")
-    defaults = Args()
-    for name in (field.name for field in dataclasses.fields(Args)):
-        if name not in RESUME_OPTIONS and getattr(given, name) != getattr(defaults, name):
-            raise ValueError(
-                f"--resume continues a run with its own arguments: {flag(name)} cannot change "
-                "(only --cuda/--no-cuda and --eval-episodes can)"
-            )
-    args = Args(**{field.name: saved[field.name] for field in dataclasses.fields(Args) if field.name in saved})
-    args.resume, args.eval_only = run_dir, given.eval_only
-    for name in ("cuda", "eval_episodes"):  # given beside --resume, they replace the run's own
-        if getattr(given, name) != getattr(defaults, name):
-            setattr(args, name, getattr(given, name))
-    if status.get("status") == "running" and status.get("host") == socket.gethostname():
-        try:
-            os.kill(status["pid"], 0)  # signal 0 only asks whether the process is there
-            alive = True
-        except ProcessLookupError:
-            alive = False  # it was killed without a word: continue from its latest checkpoint
-        except PermissionError:
-            alive = True
-        if alive:
-            raise ValueError(f"--resume {run_dir}: the run is still running (process {status['pid']})")
-    if args.eval_only:
-        if not os.path.exists(os.path.join(run_dir, f"{args.exp_name}.pt")):
-            raise ValueError(f"--resume {run_dir} --eval-only: the run saved no model (it ran without --save-model)")
-    elif status.get("status") == "finished":
-        raise ValueError(f"--resume {run_dir}: the run finished already (--eval-only evaluates its model again)")
-    elif not os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
-        raise ValueError(f"--resume {run_dir}: no checkpoint to continue from (checkpoints need --save-model)")
-    return args
-
-
-def parse_args(argv: list[str] | None = None) -> Args:
-    """The command line, checked before any work starts: a bad argument stops the script with one line."""
-    args = tyro.cli(Args, args=argv)
-    try:
-        if args.resume is not None:
-            args = resumed_args(args)
-        check_args(args)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(EXIT_BAD_ARGUMENTS)
-    return args
-
-
-if __name__ == "__main__":
-    args = parse_args()
+def train(args: Args) -> int:
+    """Trains the Q-network; returns the exit status (0 finished, 75 interrupted, 1 crashed)."""
     args.batch_size = args.num_envs * args.num_steps
-    args.minibatch_size = args.batch_size // args.num_minibatches
     args.num_iterations = args.total_timesteps // args.batch_size
-    run_dir = args.resume or os.path.join("runs", f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}")
-    run_name = os.path.basename(os.path.normpath(run_dir))
-    if args.resume is None and os.path.exists(run_dir):
-        print(f"error: {run_dir} exists already; a run never overwrites another", file=sys.stderr)
-        sys.exit(EXIT_BAD_ARGUMENTS)
-    if args.track:
-        try:
-            import wandb
-        except ImportError:
-            print("error: --track needs wandb (pip install wandb)", file=sys.stderr)
-            sys.exit(EXIT_BAD_ARGUMENTS)
-        wandb.init(
-            project=args.wandb_project_name,
-            entity=args.wandb_entity,
-            sync_tensorboard=True,
-            config=vars(args),
-            name=run_name,
-            save_code=True,
-        )
-    model_path = os.path.join(run_dir, f"{args.exp_name}.pt")
-    checkpoint_path = os.path.join(run_dir, "checkpoint.pt")
-    checkpoint = None
-    if args.resume is not None and not args.eval_only:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
-    # a resumed run's TensorBoard hides what the stopped one logged after its checkpoint
-    writer = SummaryWriter(run_dir, purge_step=checkpoint["global_step"] + 1 if checkpoint else None)
-    if args.resume is None:
-        writer.add_text(
-            "hyperparameters",
-            "|param|value|\n|-|-|\n" + "\n".join(f"|{key}|{value}|" for key, value in vars(args).items()),
-        )
-        with open(os.path.join(run_dir, "args.json"), "w") as f:
-            json.dump(vars(args), f, indent=2)
-    if not args.eval_only:
-        write_status(
-            run_dir,
-            script=os.path.basename(__file__),
-            status="running",
-            message=None,
-            host=socket.gethostname(),
-            pid=os.getpid(),
-        )
+    run = Run(args)  # the run folder: TensorBoard, status.json, checkpoints, a safe stop on Ctrl-C (see the plumbing)
+    writer = run.writer
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.deterministic = args.torch_deterministic
-
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup
@@ -720,84 +330,25 @@ if __name__ == "__main__":
     # foreach: the multi-tensor update, which PyTorch picks by itself on GPUs only; it is faster on CPUs too
     optimizer = torch.optim.RAdam(q_network.parameters(), lr=args.learning_rate, foreach=True)
     probe_generator = torch.Generator(device=device).manual_seed(args.seed)  # diagnostics' own, not training's
-    num_parameters = sum(parameter.numel() for parameter in q_network.parameters())
-    print(f"device {device} | {type(q_network).__name__} of {num_parameters:,} parameters | run folder {run_dir}")
-    stop = StopRequest()
-
-    if args.eval_only:  # --resume RUN_DIR --eval-only: the saved model's evaluation, nothing else
-        q_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
-        scores = evaluate(q_network, args, device, writer, stop)
-        write_status(run_dir, evaluation={"returns": scores, "of": args.eval_episodes})
-        writer.close()
-        print(
-            f"evaluation: mean return {np.mean(scores or np.nan):.1f} over {len(scores)} of {args.eval_episodes} games"
-        )
-        print(f"run folder: {run_dir}")
-        sys.exit(0 if len(scores) == args.eval_episodes else EXIT_INTERRUPTED)
 
     # ALGO LOGIC: rollout storage. What the network reads and writes stays on the device (observations as uint8);
     # what the env returns (rewards and flags) stays on the host and is copied over once per rollout
-    obs_shape = (args.num_steps, args.num_envs) + envs.single_observation_space.shape
-    obs = torch.zeros(obs_shape, dtype=torch.uint8, device=device)
+    obs = torch.zeros((args.num_steps, args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     max_q = torch.zeros((args.num_steps + 1, args.num_envs), device=device)  # and maxQ of the obs after the rollout
     rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     terminals = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)  # game over or lost life: no bootstrap
-    transitions = np.zeros((args.num_steps, args.num_envs), dtype=bool)  # False on reset and forced FIRE steps
+    is_transition = np.zeros((args.num_steps, args.num_envs), dtype=bool)  # False on the steps not the agent's
 
-    # TRY NOT TO MODIFY: start the games, or continue the run from its checkpoint with fresh games (see README)
-    global_step = 0
-    next_diagnostics_step = args.diagnostics_interval
-    next_checkpoint_step = args.checkpoint_interval
-    recent_returns = deque(maxlen=20)
-    elapsed_time = 0.0
-    reset_seed = args.seed
-    if checkpoint is not None:
-        global_step = checkpoint["global_step"]
-        next_diagnostics_step = checkpoint["next_diagnostics_step"]
-        next_checkpoint_step = checkpoint["next_checkpoint_step"]
-        recent_returns.extend(checkpoint["recent_returns"])
-        elapsed_time = checkpoint["elapsed_time"]
-        q_network.load_state_dict(checkpoint["q_network"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        probe_generator.set_state(checkpoint["probe_generator"])
-        restore_rng_states(checkpoint["rng"])
-        reset_seed = resume_seed(args.seed, global_step, args.num_envs)
-        print(f"resumed at step {global_step:,} from {checkpoint_path}")
-        del checkpoint
-    next_obs, info = envs.reset(seed=reset_seed)
+    # TRY NOT TO MODIFY: start the games (a resumed run restores its checkpoint, then plays fresh games)
+    global_step = run.restore(q_network, optimizer=optimizer, probe_generator=probe_generator)
+    next_obs, info = envs.reset(seed=run.games_seed)
     next_obs = torch.from_numpy(next_obs).to(device)
     tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
-    start_time = last_print = time.time() - elapsed_time
     epsilon_duration = args.exploration_fraction * args.total_timesteps
 
-    def training_state() -> dict:
-        """All that --resume restores; the env's games cannot be saved (see README: Long runs)."""
-        return {
-            "global_step": global_step,
-            "next_diagnostics_step": next_diagnostics_step,
-            "next_checkpoint_step": next_checkpoint_step,
-            "recent_returns": list(recent_returns),
-            "elapsed_time": time.time() - start_time,
-            "episode_tracker": saveable_vars(tracker),
-            "q_network": q_network.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "probe_generator": probe_generator.get_state(),
-            "rng": rng_states(),
-        }
-
-    crash = None
-    try:
-        # a resumed run goes on with the rollout after its checkpoint
+    with run:  # an error or a second Ctrl-C ends the loop here, and run.end below records it
         for iteration in range(global_step // args.batch_size + 1, args.num_iterations + 1):
-            # TRY NOT TO MODIFY: between two rollouts the run is whole: checkpoint it now and then, stop here when asked
-            if args.checkpoint_interval > 0 and global_step >= next_checkpoint_step:
-                next_checkpoint_step += args.checkpoint_interval
-                atomic_save(q_network.state_dict(), model_path)
-                atomic_save(training_state(), checkpoint_path)
-                write_status(run_dir, checkpoint_step=global_step)
-            if stop:
-                break
             if args.anneal_lr:
                 frac = 1.0 - (iteration - 1.0) / args.num_iterations
                 optimizer.param_groups[0]["lr"] = frac * args.learning_rate
@@ -821,36 +372,36 @@ if __name__ == "__main__":
                 max_q[step] = best_q
                 obs_np, reward, terminations, truncations, info = envs.recv()
                 next_obs = torch.as_tensor(obs_np, device=device)
-                is_transition, life_lost, finished = tracker.step(reward, terminations, truncations, info["lives"])
+                is_transition[step], life_lost, finished = tracker.step(
+                    reward, terminations, truncations, info["lives"]
+                )
                 rewards[step] = np.sign(reward)  # rewards clipped to their sign for learning
-                # a lost life is terminal for learning; a game cut by the time limit is not: its obs_np is the game's
-                # true final observation, whose max-Q the next (reset) step computes, and Q(lambda) bootstraps from it.
-                # The reset step and a forced FIRE step are no transitions. See q_lambda_returns.
-                terminals[step] = is_transition & (terminations | life_lost)
-                transitions[step] = is_transition
+                # a lost life is terminal for learning; a game cut by the time limit is not: obs_np is its true final
+                # obs, whose max-Q the next (reset) step computes and Q(lambda) bootstraps from (see q_lambda_returns)
+                terminals[step] = is_transition[step] & (terminations | life_lost)
                 for _, score, length in finished:
-                    recent_returns.append(score)
+                    run.recent_returns.append(score)
                     writer.add_scalar("charts/episodic_return", score, global_step)
                     writer.add_scalar("charts/episodic_length", length, global_step)
 
             # ALGO LOGIC: Q(lambda) targets from the max-Q values cached during the rollout (no target network)
             with torch.no_grad():
                 max_q[args.num_steps] = q_network(next_obs).max(dim=1).values
-            r, term, trans = (torch.from_numpy(x).to(device) for x in (rewards, terminals, transitions))
+            r, term, trans = (torch.from_numpy(x).to(device) for x in (rewards, terminals, is_transition))
             returns = q_lambda_returns(r, term, max_q, trans, args.gamma, args.q_lambda)
 
             # flatten the batch
             b_obs = obs.flatten(0, 1)
             b_actions = actions.reshape(-1)
             b_returns = returns.reshape(-1)
-            b_transitions = trans.reshape(-1)
+            b_is_transition = trans.reshape(-1)
 
             # ALGO LOGIC: optimise 0.5 * MSE(Q(s, a), G) over update_epochs epochs of num_minibatches minibatches
             loss_sums = torch.zeros(2, device=device)  # summed over all minibatches, averaged when logged
             num_minibatch_updates = 0
             for epoch in range(args.update_epochs):
-                for mb_inds in transition_minibatches(b_transitions, args.num_minibatches):
-                    loss, q_mean = q_lambda_loss(q_network(b_obs[mb_inds]), b_actions[mb_inds], b_returns[mb_inds])
+                for mb in transition_minibatches(b_is_transition, args.num_minibatches):
+                    loss, q_mean = q_lambda_loss(q_network(b_obs[mb]), b_actions[mb], b_returns[mb])
 
                     optimizer.zero_grad()
                     loss.backward()
@@ -861,76 +412,488 @@ if __name__ == "__main__":
 
             # TRY NOT TO MODIFY: record losses for plotting purposes (one host copy per update)
             td_loss, q_values = (loss_sums / num_minibatch_updates).tolist()
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
             writer.add_scalar("losses/td_loss", td_loss, global_step)
             writer.add_scalar("losses/q_values", q_values, global_step)
             writer.add_scalar("charts/epsilon", epsilon, global_step)
+            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
 
-            # diagnostics on a random sample of this rollout's states
-            if args.diagnostics_interval > 0 and global_step >= next_diagnostics_step:
-                next_diagnostics_step += args.diagnostics_interval
+            # diagnostics on a random sample of this rollout's states, once every diagnostics_interval steps
+            if args.diagnostics_interval > 0 and global_step % args.diagnostics_interval < args.batch_size:
                 probe = torch.randperm(args.batch_size, generator=probe_generator, device=device)
-                probe_obs = b_obs[probe[: args.diagnostics_samples]]
-                activations = diagnostics.capture_activations(q_network, probe_obs)
+                layers = diagnostics.capture_activations(q_network, b_obs[probe[: args.diagnostics_samples]])
                 diagnostics.log_diagnostics(
                     writer,
                     global_step,
-                    activations,
+                    layers,
                     hidden_activation=args.activation,
                     dead_threshold=args.dead_threshold,
                     dormant_tau=args.dormant_tau,
-                    save_dir=os.path.join(run_dir, "activations") if args.save_activations else None,
+                    save_dir=run.activations_dir,
                 )
+            run.log_speed(global_step)  # charts/SPS, and a console line every few seconds
 
-            writer.add_scalar("charts/SPS", int(global_step / (time.time() - start_time)), global_step)
-            if time.time() - last_print > 5:
-                last_print = time.time()
-                print(status_line(global_step, args.total_timesteps, start_time, recent_returns), flush=True)
-    except KeyboardInterrupt:  # a second signal: stopped at once, in the middle of a step
-        pass
-    except Exception as error:  # saved and logged below, then reported in one line
-        crash = error
-        crash_traceback = traceback.format_exc()
+            # TRY NOT TO MODIFY: between two rollouts the run is whole: checkpoint it now and then, stop when asked
+            if args.checkpoint_interval > 0 and global_step % args.checkpoint_interval < args.batch_size:
+                run.save(global_step)
+            if run.stop:
+                break
     envs.close()
 
     # TRY NOT TO MODIFY: keep what the run reached, evaluate it when its training is over, record how it ended
-    if args.save_model:
+    return run.end(global_step, training_over=global_step >= args.num_iterations * args.batch_size, device=device)
+
+
+# ======================================================================================================================
+# The algorithm ends here. Below: the evaluation, then what keeps long runs safe (signals, checkpoints and resume,
+# status.json, the console; docs/long-runs.md) and the argument checks. The three scripts share it line for line.
+# ======================================================================================================================
+
+
+def evaluate(model_path: str, args: Args, device: torch.device, writer: SummaryWriter, stop) -> list[float]:
+    """The saved model plays one full game in each of eval_episodes envs (so that short games are not favoured),
+    epsilon-greedy with epsilon end_e; each score is logged as its game ends, and a signal stops it early."""
+    envs = make_env(args.env_id, args.eval_episodes, args.max_episode_frames, args.repeat_action_probability)
+    fire_action = find_fire_action(envs) if args.fire_on_life_loss else None
+    num_actions = envs.single_action_space.n
+    q_network = NETWORK(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
+    q_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
+    obs, info = envs.reset(seed=args.seed + args.num_envs)  # games the training envs did not start from
+    tracker, scores = EpisodeTracker(args.eval_episodes, info["lives"], fire_action), {}
+    say(f"evaluation: {args.eval_episodes} games")
+    try:
+        while len(scores) < args.eval_episodes and not stop:
+            with torch.no_grad():
+                q_values = q_network(torch.as_tensor(obs, device=device))
+            explore = torch.rand(args.eval_episodes, device=device) < args.end_e
+            random_actions = torch.randint(num_actions, (args.eval_episodes,), device=device)
+            actions = torch.where(explore, random_actions, q_values.argmax(dim=1)).cpu().numpy()
+            obs, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
+            for env, score, _ in tracker.step(rewards, terminations, truncations, info["lives"])[2]:
+                if env not in scores:  # only each env's first game counts
+                    scores[env] = score
+                    writer.add_scalar("eval/episodic_return", score, len(scores) - 1)
+                    say(f"evaluation: game {len(scores)}/{args.eval_episodes} returned {score:.1f}")
+    except KeyboardInterrupt:  # a second signal
+        pass
+    envs.close()
+    return list(scores.values())
+
+
+NETWORK = QNetwork  # the network of the model file (its layers are checked before --eval-only plays it)
+# the ranges of this algorithm's own arguments (None: an optional argument not given), then its other rules
+ALGORITHM_RANGES = {
+    "must be positive": ("num_steps", "num_minibatches", "update_epochs", "max_grad_norm"),
+    "must lie in [0, 1]": ("q_lambda", "start_e", "end_e", "exploration_fraction"),
+}
+
+
+def algorithm_checks(args: Args) -> list[tuple[bool, str]]:
+    batch = args.num_envs * args.num_steps
+    rollout = f"--num-envs * --num-steps ({args.num_envs} * {args.num_steps} = {batch})"
+    return [
+        (batch % args.num_minibatches != 0, f"--num-minibatches ({args.num_minibatches}) must divide {rollout}"),
+        (
+            batch // args.num_minibatches < 2,
+            "minibatches need at least 2 samples (the steps not the agent's are left out)",
+        ),
+        (
+            args.total_timesteps < batch,
+            f"--total-timesteps ({args.total_timesteps}) is less than one rollout, {rollout}",
+        ),
+        (
+            args.diagnostics_interval > 0 and args.diagnostics_samples > batch,
+            f"--diagnostics-samples ({args.diagnostics_samples}) must be at most the states of one rollout, {rollout}",
+        ),
+    ]
+
+
+EXIT_CRASHED, EXIT_BAD_ARGUMENTS, EXIT_INTERRUPTED = 1, 2, 75  # 75 (EX_TEMPFAIL): --resume continues the run
+
+
+def say(message: str, error: bool = False) -> None:
+    """Prints one line. A closed terminal (EIO) or a closed pipe (EPIPE) silences the console, never the run."""
+    stream = sys.stderr if error else sys.stdout
+    try:
+        print(message, file=stream, flush=True)
+    except OSError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT), SIGTERM and SIGHUP ask the run to stop at the next safe point (between two steps or rollouts,
+    where a checkpoint continues it exactly; between two evaluation steps); a second signal stops it at once."""
+
+    def __init__(self):
+        self.signal_name, self.at_once = None, False
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None:
+            self.at_once = True
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __bool__(self) -> bool:
+        return self.signal_name is not None
+
+
+class Run:
+    """A run's folder and what keeps it safe: TensorBoard, status.json, the console, checkpoints and how it ends.
+    `with run:` around the loop turns an error (or a second signal) into a record; run.end then saves what it can,
+    evaluates a finished training and records how the run ended, in one place."""
+
+    def __init__(self, args: Args):
+        self.args, self.script, self.crash, self.parts = args, os.path.basename(__file__), None, {}
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.dir = args.resume or os.path.join("runs", name)
+        self.model_path, self.checkpoint_path = (
+            os.path.join(self.dir, f"{args.exp_name}.pt"),
+            os.path.join(self.dir, "checkpoint.pt"),
+        )
+        self.activations_dir = os.path.join(self.dir, "activations") if args.save_activations else None
+        self.checkpoint = self.saved_step = None  # the checkpoint to restore; the step of the one on disk
+        if args.resume is None:
+            try:
+                os.makedirs(self.dir)
+            except FileExistsError:
+                say(f"error: {self.dir} exists already; a run never overwrites another", error=True)
+                sys.exit(EXIT_BAD_ARGUMENTS)
+            with open(os.path.join(self.dir, "args.json"), "w") as f:
+                json.dump(vars(args), f, indent=2)
+        else:
+            self.checkpoint = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+        if args.track:
+            import wandb
+
+            wandb_run = os.path.basename(os.path.normpath(self.dir))
+            wandb.init(
+                project=args.wandb_project_name,
+                entity=args.wandb_entity,
+                sync_tensorboard=True,
+                config=vars(args),
+                name=wandb_run,
+                save_code=True,
+            )
+        # a resumed run's TensorBoard hides what the stopped one logged after its checkpoint
+        self.writer = SummaryWriter(
+            self.dir, purge_step=self.checkpoint["global_step"] + 1 if self.checkpoint else None
+        )
+        if args.resume is None:
+            table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+        write_status(
+            self.dir, script=self.script, status="running", message=None, host=socket.gethostname(), pid=os.getpid()
+        )
+        self.stop, self.recent_returns = StopRequest(), deque(maxlen=20)  # the latest full-game scores, for the console
+        self.games_seed = args.seed
+
+    def restore(self, network: nn.Module, **parts) -> int:
+        """Names what a checkpoint holds; a resumed run loads it back. Returns the step the run starts from."""
+        self.parts, self.start_time = {"network": network, **parts}, time.time()
+        self.last_print = self.start_time
+        parameters, device = sum(p.numel() for p in network.parameters()), next(network.parameters()).device
+        say(f"device {device} | {type(network).__name__} of {parameters:,} parameters | run folder {self.dir}")
+        if self.checkpoint is None:
+            return 0
+        checkpoint, self.checkpoint = self.checkpoint, None
+        for name, part in self.parts.items():
+            part.set_state(checkpoint[name]) if isinstance(part, torch.Generator) else part.load_state_dict(
+                checkpoint[name]
+            )
+        rng = checkpoint["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy(), *rng["numpy"][2:]))
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.recent_returns.extend(checkpoint["recent_returns"])
+        self.start_time -= checkpoint["elapsed_time"]
+        self.saved_step = step = checkpoint["global_step"]
+        # the games in progress cannot be saved: fresh games, seeded anew for each (seed, step)
+        self.games_seed = int(np.random.SeedSequence([self.args.seed, step]).generate_state(1)[0]) % (
+            2**31 - self.args.num_envs
+        )
+        say(f"resumed at step {step:,} from {self.checkpoint_path}")
+        return step
+
+    def training_state(self, step: int) -> dict:
+        """All that --resume restores: the parts' states, the progress and the random generators."""
+        numpy_rng = np.random.get_state()
+        rng = {"python": random.getstate(), "numpy": (numpy_rng[0], torch.from_numpy(numpy_rng[1]), *numpy_rng[2:])}
+        rng["torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        state = {"script": self.script, "global_step": step, "recent_returns": list(self.recent_returns), "rng": rng}
+        state["elapsed_time"] = time.time() - self.start_time
+        for name, part in self.parts.items():
+            state[name] = part.get_state() if isinstance(part, torch.Generator) else part.state_dict()
+        return state
+
+    def save(self, step: int, checkpoint: bool = True) -> None:
+        """Writes the model, then (unless told not to) the checkpoint that continues the run exactly."""
+        if checkpoint and step == self.saved_step:
+            return  # on disk already
+        atomic_save(self.parts["network"].state_dict(), self.model_path)
+        if checkpoint:
+            try:
+                atomic_save(self.training_state(step), self.checkpoint_path)
+            except OSError as error:
+                raise OSError(f"the model was saved to {self.model_path}, but {error}") from error
+            write_status(self.dir, checkpoint_step=step)
+            self.saved_step = step
+
+    def log_speed(self, step: int) -> None:
+        """charts/SPS, and every few seconds one console line: progress, speed, time left and the latest scores."""
+        sps = step / max(time.time() - self.start_time, 1e-9)
+        self.writer.add_scalar("charts/SPS", int(sps), step)
+        if time.time() - self.last_print > 5:
+            self.last_print, total, scores = time.time(), self.args.total_timesteps, self.recent_returns
+            returns = f"{np.mean(scores):.1f} (mean of last {len(scores)})" if scores else "-"
+            eta = (total - step) / max(sps, 1e-9) / 60
+            say(
+                f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta:.0f} min | return {returns}"
+            )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, trace) -> bool:
+        self.crash = error if isinstance(error, Exception) else None
+        return isinstance(error, (Exception, KeyboardInterrupt))  # KeyboardInterrupt: a second signal
+
+    def end(self, step: int, training_over: bool, device: torch.device) -> int:
+        """Keeps what the run reached, evaluates it when its training is over, records how it ended: the exit status."""
+        whole = self.crash is None and not self.stop.at_once  # stopped between two steps: a checkpoint continues it
+        if self.args.save_model:
+            try:
+                self.save(step, checkpoint=whole)
+                say(f"model saved to {self.model_path}")
+            except KeyboardInterrupt:  # a second signal while saving: the previous files stay as they were
+                whole = False
+            except OSError as error:  # a full disk, say: the previous files stay as they were
+                self.crash = self.crash or error
+        if self.crash is not None:
+            return self.record(step, "crashed", f"crashed at step {step:,}: {type(self.crash).__name__}: {self.crash}")
+        if not (whole and training_over):
+            resume = (
+                f"continue with python {self.script} --resume {self.dir}" if self.args.save_model and whole else None
+            )
+            how = f"by {self.stop.signal_name}" + (" (twice: at once)" if self.stop.at_once else "")
+            return self.record(
+                step, "interrupted", f"interrupted {how} at step {step:,}: {resume or 'keeping what was logged'}"
+            )
+        if self.args.save_model and self.args.eval_episodes > 0:
+            if not evaluation(self.args, self.dir, device, self.writer, self.stop):
+                message = f"evaluation interrupted by {self.stop.signal_name}: --resume {self.dir} plays it again"
+                return self.record(step, "interrupted", message)
+        if os.path.exists(self.checkpoint_path):
+            os.remove(self.checkpoint_path)  # a finished run is not resumed: its model stays (DQN: GBs of replay go)
+            write_status(self.dir, checkpoint_step=None)
+        return self.record(step, "finished", f"finished at step {step:,}")
+
+    def record(self, step: int, outcome: str, message: str) -> int:
+        """Writes how the run ended to status.json and TensorBoard, says it, and returns the exit status."""
+        error = "".join(traceback.format_exception(self.crash)) if outcome == "crashed" else None
         try:
-            atomic_save(q_network.state_dict(), model_path)
-            print(f"model saved to {model_path}")
-            if crash is None and not stop.at_once:
-                atomic_save(training_state(), checkpoint_path)
-                write_status(run_dir, checkpoint_step=global_step)
-        except KeyboardInterrupt:  # a second signal while saving: the previous files stay as they were
-            pass
-        except OSError as error:  # a full disk, say: the previous files stay as they were
-            if crash is None:
-                crash, crash_traceback = error, traceback.format_exc()
-    whole = crash is None and not stop.at_once  # stopped between two steps: its checkpoint continues it exactly
-    training_over = whole and global_step >= args.num_iterations * args.batch_size  # whole rollouts only
-    if crash is not None:
-        message = f"crashed at step {global_step:,}: {type(crash).__name__}: {crash}"
-        end_run(run_dir, writer, global_step, "crashed", message, error=crash_traceback)
-    if not training_over:
-        how = f"by {stop.signal_name}" + (" (twice: at once)" if stop.at_once else "")
-        resume = f"python {os.path.basename(__file__)} --resume {run_dir}" if args.save_model and whole else None
-        message = f"interrupted {how} at step {global_step:,}: " + (
-            f"continue with {resume}" if resume else "keeping what was logged"
-        )
-        end_run(run_dir, writer, global_step, "interrupted", message, signal_name=stop.signal_name)
-    if args.save_model and args.eval_episodes > 0:
-        # evaluation: a fresh network loads the saved model and plays full games
-        eval_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
-        eval_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
-        scores = evaluate(eval_network, args, device, writer, stop)
+            write_status(
+                self.dir, status=outcome, step=step, message=message, signal=self.stop.signal_name, traceback=error
+            )
+            self.writer.add_text("run/status", f"{outcome}: {message}", step)
+            self.writer.close()
+        except Exception as failure:  # a full disk: the console still says how the run ended
+            message += f" (status.json not updated: {failure})"
+        if outcome == "crashed":
+            say(f"error: {message} (traceback in {os.path.join(self.dir, 'status.json')})", error=True)
+        else:
+            say(message)
+        say(f"run folder: {self.dir}")
+        return {"finished": 0, "interrupted": EXIT_INTERRUPTED, "crashed": EXIT_CRASHED}[outcome]
+
+
+def evaluation(args: Args, run_dir: str, device: torch.device, writer: SummaryWriter, stop) -> bool:
+    """The saved model's evaluation; status.json records its scores once all games were played (True then)."""
+    scores = evaluate(os.path.join(run_dir, f"{args.exp_name}.pt"), args, device, writer, stop)
+    say(f"evaluation: mean return {np.mean(scores or np.nan):.1f} over {len(scores)} of {args.eval_episodes} games")
+    if len(scores) == args.eval_episodes:  # else the evaluation recorded before stays
         write_status(run_dir, evaluation={"returns": scores, "of": args.eval_episodes})
-        print(
-            f"evaluation: mean return {np.mean(scores or np.nan):.1f} over {len(scores)} of {args.eval_episodes} games"
+    return len(scores) == args.eval_episodes
+
+
+def evaluate_saved_model(args: Args) -> int:
+    """--resume RUN --eval-only: the evaluation of the run's saved model, nothing else; returns the exit status."""
+    writer = SummaryWriter(args.resume)
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    complete = evaluation(args, args.resume, device, writer, StopRequest())
+    writer.close()
+    say(f"run folder: {args.resume}")
+    return 0 if complete else EXIT_INTERRUPTED
+
+
+def atomic_save(obj, path: str) -> None:
+    """torch.save to a temporary name, synced, then renamed: the file is whole or absent, never truncated. A failed
+    write (a full disk, a file size limit) raises OSError naming the file and the error beneath torch's."""
+    try:
+        with open(path + ".tmp", "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + ".tmp", path)
+    except BaseException as error:  # a full disk, a second signal: no half-written file is left behind
+        if os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")
+        cause = error
+        while cause is not None and not isinstance(cause, OSError):  # torch's zip writer wraps the OSError
+            cause = cause.__cause__ or cause.__context__
+        if not isinstance(error, Exception):
+            raise
+        raise OSError(f"could not write {path}: {cause or error}") from error
+
+
+def write_status(run_dir: str, **fields) -> None:
+    """Updates the run's status.json (how far the run is and how it ended), whole or not at all."""
+    path, status = os.path.join(run_dir, "status.json"), {}
+    if os.path.exists(path):
+        with open(path) as f:
+            status = json.load(f)
+    status.update(fields, updated=time.strftime("%Y-%m-%d %H:%M:%S"))
+    with open(path + ".tmp", "w") as f:
+        json.dump(status, f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
+IN_RANGE = {
+    "must be positive": lambda value: 0 < value < math.inf,
+    "must be >= 0": lambda value: 0 <= value < math.inf,
+    "must lie in [0, 1]": lambda value: 0 <= value <= 1,
+    "must lie in (0, 1]": lambda value: 0 < value <= 1,
+    "must lie in [0, 1)": lambda value: 0 <= value < 1,
+}
+SHARED_RANGES = {
+    "must be positive": ("total_timesteps", "max_episode_frames", "num_envs", "learning_rate", "hidden_dim"),
+    "must be >= 0": ("eval_episodes", "checkpoint_interval", "diagnostics_interval", "dormant_tau"),
+    "must lie in [0, 1]": ("gamma",),
+    "must lie in (0, 1]": ("dead_threshold",),  # a local gradient
+    "must lie in [0, 1)": ("repeat_action_probability",),  # at 1 the agent would never control the game
+}
+
+
+def check_args(args: Args) -> None:
+    """Raises ValueError with a one-line reason at the first argument out of its range or against a rule."""
+    atari_game(args.env_id)
+    for words, names in [*SHARED_RANGES.items(), *ALGORITHM_RANGES.items()]:
+        for name in names:
+            if getattr(args, name) is not None and not IN_RANGE[words](getattr(args, name)):
+                raise ValueError(f"--{name.replace('_', '-')} {words} (got {getattr(args, name)})")
+    highest_seed = 2**31 - args.num_envs - args.eval_episodes  # game i is seeded with seed + i, ale-py's below 2^31
+    shared = [
+        (
+            not args.exp_name or os.sep in args.exp_name or args.exp_name in (".", ".."),
+            "--exp-name must be a plain name",
+        ),
+        (
+            not 0 <= args.seed <= highest_seed,
+            f"--seed must lie in [0, {highest_seed}] (got {args.seed}): game i is seeded with seed + i",
+        ),
+        (
+            args.diagnostics_interval > 0 and args.activation not in diagnostics.LOCAL_GRADIENTS,
+            f"--activation {args.activation}: diagnostics.py cannot measure it; add its local gradient to "
+            "diagnostics.LOCAL_GRADIENTS (docs/diagnostics.md) or set --diagnostics-interval 0",
+        ),
+        (
+            args.diagnostics_interval > 0 and args.diagnostics_samples < args.hidden_dim,
+            f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) to measure the rank",
+        ),
+        (args.checkpoint_interval > 0 and not args.save_model, "--checkpoint-interval needs --save-model"),
+        (args.eval_only and args.resume is None, "--eval-only needs --resume RUN_DIR, the run whose model it plays"),
+        (args.eval_only and args.eval_episodes == 0, "--eval-only needs --eval-episodes of at least 1"),
+        (args.track and importlib.util.find_spec("wandb") is None, "--track needs wandb (pip install wandb)"),
+    ]
+    for broken, message in shared + algorithm_checks(args):
+        if broken:
+            raise ValueError(message)
+
+
+def checked_load(path: str, kind: str, layers: set | None = None) -> dict:
+    """A checkpoint's or (given its layers) a model's contents, or a ValueError saying what is wrong with the file."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        size = os.path.getsize(path)
+        raise ValueError(f"{path}: damaged: {'empty' if size == 0 else f'{size:,} bytes torch cannot read'}") from None
+    script = os.path.basename(__file__)
+    if not isinstance(saved, dict) or (set(saved) != layers if layers else saved.get("script") != script):
+        raise ValueError(f"{path}: not a {kind} of {script}")
+    return saved
+
+
+def resumed_args(given: Args, given_names: set[str]) -> Args:
+    """The arguments of the run that --resume names (its args.json), once it is clear that it can be continued."""
+    run_dir, script = given.resume, os.path.basename(__file__)
+    try:
+        with open(os.path.join(run_dir, "args.json")) as f:
+            saved = json.load(f)
+        with open(os.path.join(run_dir, "status.json")) as f:
+            status = json.load(f)
+    except (OSError, ValueError):
+        raise ValueError(f"--resume {run_dir}: not a run folder (no readable args.json and status.json)") from None
+    if status.get("script") != script:
+        raise ValueError(f"--resume {run_dir}: a run of {status.get('script')}, not of {script}")
+    for name in sorted(given_names - {"resume", "eval_only", "cuda", "eval_episodes"}):  # given on the command line
+        raise ValueError(
+            f"--resume continues a run with its own arguments: --{name.replace('_', '-')} cannot change (only --cuda/--no-cuda and --eval-episodes can)"
         )
-        if len(scores) < args.eval_episodes:
-            message = f"evaluation interrupted by {stop.signal_name} after {len(scores)} games: --resume {run_dir} plays it again"
-            end_run(run_dir, writer, global_step, "interrupted", message, signal_name=stop.signal_name)
-    if os.path.exists(checkpoint_path):
-        os.remove(checkpoint_path)  # a finished run is not resumed: its model stays (DQN: 7 GB of replay memory go)
-        write_status(run_dir, checkpoint_step=None)
-    end_run(run_dir, writer, global_step, "finished", f"finished at step {global_step:,}")
+    args = Args(**{field.name: saved[field.name] for field in dataclasses.fields(Args) if field.name in saved})
+    args.resume, args.eval_only = run_dir, given.eval_only
+    for name in given_names & {"cuda", "eval_episodes"}:  # given beside --resume, they replace the run's own
+        setattr(args, name, getattr(given, name))
+    if status.get("status") == "running" and status.get("host") == socket.gethostname():
+        try:
+            os.kill(status["pid"], 0)  # signal 0 only asks whether the process is there
+            alive = True
+        except ProcessLookupError:  # killed without a word: it continues from its latest checkpoint
+            alive = False
+        except PermissionError:  # there, but another user's
+            alive = True
+        if alive:
+            raise ValueError(f"--resume {run_dir}: the run is still running (process {status['pid']})")
+    model_path, checkpoint_path = os.path.join(run_dir, f"{args.exp_name}.pt"), os.path.join(run_dir, "checkpoint.pt")
+    if args.eval_only and not os.path.exists(model_path):
+        raise ValueError(f"--resume {run_dir} --eval-only: the run saved no model (it ran without --save-model)")
+    if args.eval_only:
+        checked_load(model_path, "model", set(NETWORK(1, args.activation, args.hadamard, args.hidden_dim).state_dict()))
+    elif status.get("status") == "finished":
+        raise ValueError(f"--resume {run_dir}: the run finished already (--eval-only evaluates its model again)")
+    elif not os.path.exists(checkpoint_path):
+        why = (
+            "it crashed: see its status.json" if status.get("status") == "crashed" else "checkpoints need --save-model"
+        )
+        raise ValueError(f"--resume {run_dir}: no checkpoint to continue from ({why})")
+    else:
+        checked_load(checkpoint_path, "checkpoint")
+    return args
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """The command line, checked before any work starts: a bad argument stops the script with one line."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = tyro.cli(Args, args=argv)
+    except BrokenPipeError:  # --help | head: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    names = {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}  # given flags
+    names = {name[3:] if name.startswith("no_") and not hasattr(Args, name) else name for name in names}
+    try:
+        if args.resume is not None:
+            args = resumed_args(args, names)
+        check_args(args)
+    except ValueError as error:
+        say(f"error: {error}", error=True)
+        sys.exit(EXIT_BAD_ARGUMENTS)
+    return args
+
+
+if __name__ == "__main__":
+    args = parse_args()
+    sys.exit(evaluate_saved_model(args) if args.eval_only else train(args))

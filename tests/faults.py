@@ -50,26 +50,17 @@ builtins.print = _print_then_stop
 """
 
 # a resumed run writes what it restored to restored.pt beside this module, at its first env reset (just after the
-# restore, before any step), with the names its checkpoint uses
+# restore, before any step): the checkpoint it would save at that moment, less the clock
 DUMP_RESTORED_STATE = """
 import os, sys, torch
 from ale_py import vector_env
 _reset = vector_env.AtariVectorEnv.reset
 def _dump_then_reset(self, *args, **kwargs):
-    main = sys.modules["__main__"]
     if not getattr(_dump_then_reset, "done", False):
         _dump_then_reset.done = True
-        state = {name: getattr(main, name) for name in ("global_step", "next_diagnostics_step", "next_checkpoint_step")}
-        state["recent_returns"] = list(main.recent_returns)
-        state["rng"] = main.rng_states()
-        for name in ("q_network", "target_network", "agent", "optimizer"):
-            if hasattr(main, name):
-                state[name] = getattr(main, name).state_dict()
-        if hasattr(main, "rb"):
-            state["replay_memory"] = main.saveable_vars(main.rb)
-            state["probe_generator"] = main.probe_generator.bit_generator.state
-        else:
-            state["probe_generator"] = main.probe_generator.get_state()
+        training = sys._getframe(1).f_locals  # the training function, which resets the games right after restoring
+        state = training["run"].training_state(training["global_step"])
+        state.pop("elapsed_time")
         torch.save(state, os.path.join(os.path.dirname(__file__), "restored.pt"))
     return _reset(self, *args, **kwargs)
 vector_env.AtariVectorEnv.reset = _dump_then_reset

@@ -45,7 +45,7 @@ def test_replay_buffer_returns_exactly_the_stacks_the_env_gave():
     forced_slots = set()
 
     def check_everything_stored():
-        slots = np.flatnonzero(rb.valid)
+        slots = np.flatnonzero(rb.is_transition)
         assert len(slots) == len(rb) > 0
         got = dqn.Transitions(*(field.numpy() for field in rb.get(slots)))
         want_obs = np.stack([stored[s][0] for s in slots])
@@ -59,7 +59,7 @@ def test_replay_buffer_returns_exactly_the_stacks_the_env_gave():
         np.testing.assert_array_equal(got.terminals, [stored[s][4] for s in slots])
         # sampling draws only stored transitions, never one that starts on a forced FIRE's frame
         sampled = rb.sample_slots(256)
-        assert rb.valid[sampled].all() and not forced_slots & set(sampled.tolist())
+        assert rb.is_transition[sampled].all() and not forced_slots & set(sampled.tolist())
         if len(ends) >= capacity:  # full: only games' final frames, forced FIRE frames, the newest and 3 oldest
             assert len(rb) >= capacity - 4 - sum(ends[-capacity:]) - len(forced_slots)
         seen["checks"] += 1
@@ -74,7 +74,7 @@ def test_replay_buffer_returns_exactly_the_stacks_the_env_gave():
             slot = rb.add(obs[0], next_obs[0], actions[0], rewards[0], False, game_over, is_transition=False)
             forced_slots.add(slot)
             seen["forced"] += 1
-            assert not rb.valid[slot]
+            assert not rb.is_transition[slot]
         if is_transition[0]:
             terminal = bool(terminations[0] or life_lost[0])
             slot = rb.add(obs[0], next_obs[0], actions[0], rewards[0], terminal, game_over)
@@ -114,7 +114,7 @@ def test_replay_buffer_sample_is_vectorised_and_shaped():
     np.testing.assert_array_equal(first.obs[0, :, 0, 0], [0, 0, 0, 1])
     np.testing.assert_array_equal(first.next_obs[0, :, 0, 0], [0, 0, 1, 2])
     assert rb.get(np.array([4])).rewards[0] == -1.0  # stored clipped to its sign
-    assert len(rb) == 29 and not rb.valid[29]  # the game's final frame starts no transition
+    assert len(rb) == 29 and not rb.is_transition[29]  # the game's final frame starts no transition
     with pytest.raises(ValueError, match="reset obs"):  # a new game must start from a zero-padded reset obs
         rb.add(obs, obs, 0, 0.0, terminal=False, game_over=False)
 

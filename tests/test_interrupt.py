@@ -108,7 +108,7 @@ def test_a_failed_save_leaves_the_previous_file_whole(tmp_path):
 
     path = str(tmp_path / "model.pt")
     dqn.atomic_save({"step": 1}, path)
-    with pytest.raises((AttributeError, TypeError, RuntimeError)):  # a lambda cannot be pickled
+    with pytest.raises(OSError, match="could not write"):  # a lambda cannot be pickled
         dqn.atomic_save({"step": 2, "unpicklable": lambda: None}, path)  # fails halfway through the write
     assert torch.load(path, weights_only=True) == {"step": 1}
 
@@ -119,10 +119,11 @@ def test_a_signal_during_the_evaluation_keeps_the_games_played(tmp_path):
     path = os.path.join(REPO_ROOT, "pqn_atari_hadamard.py")
     result = run_script(path, tmp_path, args, paths=[fault_folder(tmp_path, STOP_AFTER_FIRST_EVALUATION_GAME)])
     assert result.returncode == EXIT_INTERRUPTED, result.stderr[-3000:]
-    assert "evaluation interrupted by SIGTERM after 1 games" in result.stdout and "Traceback" not in result.stderr
+    assert "evaluation interrupted by SIGTERM" in result.stdout and "Traceback" not in result.stderr
+    assert "over 1 of 2 games" in result.stdout
     (run_dir,) = (tmp_path / "runs").iterdir()
     ended = status(run_dir)
-    assert ended["status"] == "interrupted" and len(ended["evaluation"]["returns"]) == 1
+    assert ended["status"] == "interrupted" and "evaluation" not in ended  # only a whole evaluation is recorded
     scalars, _ = read_scalars(run_dir)
     assert len(scalars["eval/episodic_return"]) == 1
     assert (run_dir / "checkpoint.pt").exists()  # --resume plays the evaluation again
@@ -139,7 +140,8 @@ def test_a_full_disk_at_a_checkpoint_is_reported_in_one_line(tmp_path):
     result = run_script(path, tmp_path, args, timeout=120, paths=[fault_folder(tmp_path, FULL_DISK_AT_EVERY_SAVE)])
     assert result.returncode == EXIT_CRASHED, result.stderr
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: crashed at step 100: OSError: [Errno 28] No space left on device"), line
+    assert line.startswith("error: crashed at step 100: OSError: could not write runs/"), line
+    assert "dqn_atari_hadamard.pt: [Errno 28] No space left on device" in line
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert status(run_dir)["status"] == "crashed"
     assert not [name for name in os.listdir(run_dir) if name.endswith(".pt") or name.endswith(".tmp")]

@@ -152,7 +152,7 @@ def test_a_stopped_and_resumed_run_continues_the_same_experiment(script, stop, t
         assert len(logged(run_dir)["eval/episodic_return"]) == 1 + 2  # the run's own game, then these two
 
 
-def test_the_replay_memory_the_tracker_and_the_generators_come_back_exactly():
+def test_the_replay_memory_comes_back_exactly_through_a_saved_file(tmp_path):
     import dqn_atari_hadamard as dqn
 
     rng = np.random.default_rng(0)
@@ -162,31 +162,17 @@ def test_the_replay_memory_the_tracker_and_the_generators_come_back_exactly():
     for t in range(80):  # wraps around: every array and counter is in use
         next_obs = np.concatenate([obs[1:], rng.integers(0, 255, (1, 84, 84), dtype=np.uint8)])
         game_over = t % 30 == 29
-        memory.add(obs, next_obs, t % 4, 1.0, terminal=game_over, game_over=game_over)
+        memory.add(obs, next_obs, t % 4, 1.0, terminal=game_over, game_over=game_over, is_transition=t % 7 != 3)
         obs = next_obs if not game_over else np.pad(next_obs[-1:], ((3, 0), (0, 0), (0, 0)))
-    tracker = dqn.EpisodeTracker(2, np.array([5, 3]))
-    tracker.step(np.array([1.0, 2.0]), np.array([False, True]), np.array([False, False]), np.array([4, 3]))
-
-    state = {"memory": dqn.saveable_vars(memory), "tracker": dqn.saveable_vars(tracker), "rng": dqn.rng_states()}
-    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"state_{os.getpid()}.pt")
-    dqn.atomic_save(state, path)
-    saved = torch.load(path, weights_only=True)
-    os.remove(path)
+    path = str(tmp_path / "memory.pt")
+    dqn.atomic_save(memory.state_dict(), path)
     expected_batch = memory.sample(16)
-    expected_random = (np.random.rand(), torch.rand(1).item(), __import__("random").random())
 
     copy = dqn.ReplayBuffer(50, seed=99)
-    dqn.restore_vars(copy, saved["memory"])
-    for name, value in vars(memory).items():
-        if isinstance(value, np.ndarray):
-            assert np.array_equal(getattr(copy, name), value), name
-        elif not isinstance(value, np.random.Generator):
-            assert getattr(copy, name) == value, name
-    copy.rng.bit_generator.state = saved["memory"]["rng"]  # the state before the sample above was drawn
-    batch = copy.sample(16)
+    copy.load_state_dict(torch.load(path, weights_only=True))
+    for name in dqn.ReplayBuffer.ARRAYS:
+        assert np.array_equal(getattr(copy, name), getattr(memory, name)), name
+    assert (copy.num_transitions, copy.size, copy.newest) == (memory.num_transitions, memory.size, memory.newest)
+    assert copy.starting_game  # the game in progress is not restored: the next transition starts a fresh one
+    batch = copy.sample(16)  # the sampling generator continues from the saved state, not from seed 99
     assert all(np.array_equal(a, b) for a, b in zip(batch, expected_batch))
-    restored_tracker = dqn.EpisodeTracker(2, np.array([0, 0]))
-    dqn.restore_vars(restored_tracker, saved["tracker"])
-    assert all(np.array_equal(getattr(restored_tracker, name), value) for name, value in vars(tracker).items())
-    dqn.restore_rng_states(saved["rng"])
-    assert (np.random.rand(), torch.rand(1).item(), __import__("random").random()) == expected_random

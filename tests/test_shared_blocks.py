@@ -1,6 +1,5 @@
-"""The blocks the three scripts share by design are identical in source, so that a diff of two scripts shows only
-the algorithm. Blocks are found by name in the parsed source (not by line numbers): functions, classes, assignments,
-methods of the network, the fields of Args and the diagnostics call of the training loop."""
+"""The shape every script keeps (DESIGN.md) and the blocks the three share by design, identical in source, so that a
+diff of two scripts shows only the algorithm. Blocks are found by name in the parsed source, not by line numbers."""
 
 import ast
 import difflib
@@ -10,13 +9,13 @@ import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("dqn_atari_hadamard.py", "ppo_atari_hadamard.py", "pqn_atari_hadamard.py")
-SHARED_EVERYWHERE = ("atari_game", "make_env", "ACTIVATIONS", "EpisodeTracker", "status_line")
+SHARED_EVERYWHERE = ("atari_game", "make_env", "find_fire_action", "EpisodeTracker", "ACTIVATIONS")
 # epsilon-greedy scripts only (DQN and PQN); rollout scripts only (PPO and PQN)
 SHARED_WHERE_PRESENT = ("linear_schedule", "transition_minibatches")
 # arguments of the algorithm section that every script has, with the same meaning (they come first there)
-SHARED_ALGORITHM_FIELDS = ("env_id", "total_timesteps", "max_episode_frames")
-# header fields whose help says how each algorithm acts in the evaluation: only their name, type and default match
-ALGORITHM_SPECIFIC_HELP = ("eval_episodes",)
+SHARED_ALGORITHM_FIELDS = ("env_id", "total_timesteps", "max_episode_frames", "fire_on_life_loss")
+BANNER = "# " + "=" * 118
+PLUMBING_DEFINITIONS = ("StopRequest", "Run", "atomic_save", "write_status", "check_args", "resumed_args", "parse_args")
 
 
 class Script:
@@ -57,34 +56,24 @@ class Script:
         (method,) = [item for item in self.network().body if getattr(item, "name", "") == name]
         return method
 
-    def args_sections(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
-        """Args as [(section comment, [(field, 'name: type = default' line, help), ...]), ...]; the header's
-        section comment is ''. A section starts at a comment line between fields."""
+    def args_sections(self) -> dict[str, list[str]]:
+        """Args as {section comment: [field lines]}; a section starts at a comment line of its own."""
         (args,) = [node for node in self.tree.body if isinstance(node, ast.ClassDef) and node.name == "Args"]
-        sections = [("", [])]
-        previous_end = args.body[0].lineno - 1
-        for i, node in enumerate(args.body):
-            if not isinstance(node, ast.AnnAssign):
-                continue
-            comments = [line.strip() for line in self.lines[previous_end : node.lineno - 1] if line.strip()]
-            if comments:
-                sections.append(("\n".join(comments), []))
-            docstring = args.body[i + 1] if i + 1 < len(args.body) else None
-            help_node = docstring if isinstance(docstring, ast.Expr) else node
-            help_text = self.text(docstring) if help_node is docstring else ""
-            sections[-1][1].append((node.target.id, self.text(node), help_text))
-            previous_end = help_node.end_lineno
+        sections, current = {}, None
+        for line in self.lines[args.lineno : args.end_lineno]:
+            if line.strip().startswith("#"):
+                current = line.strip()
+                sections[current] = []
+            elif line.strip():
+                sections[current].append(line.strip())
         return sections
 
-    def diagnostics_call(self) -> str:
-        """The training loop's call that logs the diagnostics."""
-        (main,) = [node for node in self.tree.body if isinstance(node, ast.If)]
-        (call,) = [
-            node
-            for node in ast.walk(main)
-            if isinstance(node, ast.Call) and ast.unparse(node.func) == "diagnostics.log_diagnostics"
-        ]
-        return self.text(call)
+    def train(self) -> ast.FunctionDef:
+        return self.top_level()["train"]
+
+    def plumbing(self) -> str:
+        """From the exit statuses (the first shared line after the banner and the algorithm's own pieces) to the end."""
+        return self.source[self.source.index("\nEXIT_CRASHED") :]
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +87,23 @@ def assert_same(texts: dict, what: str):
     for name, text in others:
         diff = "\n".join(difflib.unified_diff(reference.splitlines(), text.splitlines(), first, name, lineterm=""))
         assert text == reference, f"{what} differs:\n{diff}"
+
+
+def test_each_script_reads_algorithm_first_then_the_plumbing(scripts):
+    for s in scripts:
+        names = list(s.top_level())
+        banner = s.lines.index(BANNER) + 1
+        assert s.train().end_lineno < banner, f"{s.name}: the training function must end before the banner"
+        for name in PLUMBING_DEFINITIONS:
+            assert s.top_level()[name].lineno > banner, f"{s.name}: {name} stands before the banner"
+        assert names.index("Args") < names.index("make_env") < names.index(s.network().name) < names.index("train")
+        (main,) = [node for node in s.tree.body if isinstance(node, ast.If)]
+        assert main.end_lineno - main.lineno + 1 <= 3 and main is s.tree.body[-1], s.name
+
+
+def test_the_plumbing_after_the_banner_is_identical(scripts):
+    assert_same({s.name: s.plumbing() for s in scripts}, "the plumbing block")
+    assert_same({s.name: "\n".join(s.lines[s.lines.index(BANNER) :][:4]) for s in scripts}, "the banner")
 
 
 @pytest.mark.parametrize("block", SHARED_EVERYWHERE + SHARED_WHERE_PRESENT)
@@ -115,7 +121,6 @@ def test_shared_module_blocks_come_in_the_same_order(scripts):
         orders[s.name] = [
             "<network>" if name == network else name for name in s.top_level() if name in shared + (network,)
         ]
-    # every two scripts: the blocks both have come in the same order
     for a, b in ((a, b) for a in orders for b in orders if a < b):
         both = set(orders[a]) & set(orders[b])
         assert_same(
@@ -123,38 +128,30 @@ def test_shared_module_blocks_come_in_the_same_order(scripts):
         )
 
 
-def test_args_header_fields_are_identical(scripts):
-    headers = {s.name: s.args_sections()[0][1] for s in scripts}
-    names = {name: [field for field, _, _ in fields] for name, fields in headers.items()}
-    assert_same({name: "\n".join(fields) for name, fields in names.items()}, "the Args header's fields")
-    texts = {
-        name: "\n".join(
-            line if field in ALGORITHM_SPECIFIC_HELP else f"{line}\n{help_text}" for field, line, help_text in fields
-        )
-        for name, fields in headers.items()
-    }
-    assert_same(texts, "the Args header")
-    assert all(help_text for fields in headers.values() for _, _, help_text in fields), "a field has no help"
-
-
-@pytest.mark.parametrize("section", ["# Representation", "# Diagnostics"], ids=["representation", "diagnostics"])
-def test_args_representation_and_diagnostics_sections_are_identical(scripts, section):
+@pytest.mark.parametrize("section", ["# Representation", "# Diagnostics", "# Run management"])
+def test_args_sections_are_identical(scripts, section):
     texts = {}
     for s in scripts:
-        (found,) = [(comment, fields) for comment, fields in s.args_sections() if comment.startswith(section)]
-        comment, fields = found
-        texts[s.name] = "\n".join([comment] + [f"{line}\n{help_text}" for _, line, help_text in fields])
+        (comment,) = [comment for comment in s.args_sections() if comment.startswith(section)]
+        # how each algorithm acts in its evaluation: only the name, type and default of eval_episodes match
+        fields = [
+            line.split("  #")[0] if line.startswith("eval_episodes") else line for line in s.args_sections()[comment]
+        ]
+        texts[s.name] = "\n".join([comment, *fields])
     assert_same(texts, f"the Args section {section}")
+    assert list(s.args_sections())[-1].startswith("# Run management")  # run management comes last
 
 
 def test_args_shared_algorithm_fields_are_identical_and_come_first(scripts):
     texts = {}
     for s in scripts:
-        (algorithm,) = [fields for comment, fields in s.args_sections() if comment.startswith("# Algorithm")]
+        (algorithm,) = [fields for comment, fields in s.args_sections().items() if comment.startswith("# Algorithm")]
+        assert list(s.args_sections())[0].startswith("# Algorithm"), s.name
         first = algorithm[: len(SHARED_ALGORITHM_FIELDS)]
-        assert tuple(field for field, _, _ in first) == SHARED_ALGORITHM_FIELDS, s.name
-        texts[s.name] = "\n".join(f"{line}\n{help_text}" for _, line, help_text in first)
+        assert tuple(line.split(":")[0] for line in first) == SHARED_ALGORITHM_FIELDS, s.name
+        texts[s.name] = "\n".join(first)
     assert_same(texts, "the shared algorithm arguments")
+    assert all("  # " in line for s in scripts for fields in s.args_sections().values() for line in fields)
 
 
 def test_the_representation_of_the_networks_is_shared(scripts):
@@ -173,35 +170,31 @@ def test_the_representation_of_the_networks_is_shared(scripts):
     assert_same(hadamard_layers, "the construction of the representation layer")
 
 
-def test_the_diagnostics_logging_of_the_loops_is_identical(scripts):
-    assert_same({s.name: s.diagnostics_call() for s in scripts}, "the diagnostics.log_diagnostics call")
+def loop_node(script: Script, test) -> ast.AST:
+    (node,) = [node for node in ast.walk(script.train()) if test(node)]
+    return node
 
 
-def main_block(script: Script) -> ast.If:
-    (main,) = [node for node in script.tree.body if isinstance(node, ast.If)]
-    return main
-
-
-def test_the_episode_logging_of_the_loops_is_identical(scripts):
-    """Each training loop logs the games that ended right after EpisodeTracker.step, with the same statement."""
-    texts = {}
-    for s in scripts:
-        (logging,) = [
-            node
-            for node in ast.walk(main_block(s))
-            if isinstance(node, ast.For) and ast.unparse(node.iter) == "finished"
-        ]
-        texts[s.name] = s.text(logging)
-    assert_same(texts, "the episode logging")
+def test_the_diagnostics_logging_and_the_episode_logging_of_the_loops_are_identical(scripts):
+    calls = {
+        s.name: s.text(
+            loop_node(s, lambda n: isinstance(n, ast.Call) and ast.unparse(n.func) == "diagnostics.log_diagnostics")
+        )
+        for s in scripts
+    }
+    assert_same(calls, "the diagnostics.log_diagnostics call")
+    games = {
+        s.name: s.text(loop_node(s, lambda n: isinstance(n, ast.For) and ast.unparse(n.iter) == "finished"))
+        for s in scripts
+    }
+    assert_same(games, "the episode logging")
 
 
 def test_the_rollout_loops_of_ppo_and_pqn_play_a_step_alike(scripts):
     """PPO and PQN send the actions, store the step on the device, recv and keep the flags with the same lines."""
     step_lines = {}
     for s in scripts[1:]:
-        (loop,) = [
-            node for node in ast.walk(main_block(s)) if isinstance(node, ast.For) and ast.unparse(node.target) == "step"
-        ]
+        loop = loop_node(s, lambda n: isinstance(n, ast.For) and ast.unparse(n.target) == "step")
         body = s.text(loop).splitlines()
         start = next(i for i, line in enumerate(body) if "TRY NOT TO MODIFY: play the step" in line)
         lines = [line for line in body[start:] if not line.lstrip().startswith("#")]
@@ -221,6 +214,6 @@ def test_the_evaluations_differ_only_in_how_they_act(scripts):
         start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("envs = make_env("))
         acting = next(i for i, line in enumerate(lines) if line.strip() == "with torch.no_grad():")
         stepping = next(i for i, line in enumerate(lines) if "= envs.step(" in line)
-        frame = lines[start:acting] + lines[stepping:]
-        frames[s.name] = "\n".join(line for line in frame if not line.lstrip().startswith("num_actions = "))
+        frames[s.name] = "\n".join(line for line in lines[start : start + 2] + lines[stepping:])
+        assert any("NETWORK(" in line for line in lines[start:acting]), s.name
     assert_same(frames, "evaluate() apart from its actions")
