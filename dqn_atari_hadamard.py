@@ -16,6 +16,7 @@ Stop:   Ctrl-C saves and exits 75 (with --save-model); continue with --resume ru
 
 import dataclasses
 import difflib
+import errno
 import importlib.util
 import json
 import math
@@ -809,7 +810,8 @@ def atomic_save(obj, path: str) -> None:
             cause = cause.__cause__ or cause.__context__
         if not isinstance(error, Exception):
             raise
-        raise OSError(f"could not write {path}: {cause or error}") from error
+        full = getattr(cause, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+        raise OSError(f"could not write {path}: {cause or error}" + (" (the disk is full?)" if full else "")) from error
 
 
 def write_status(run_dir: str, **fields) -> None:
