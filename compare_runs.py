@@ -1,280 +1,178 @@
 """Compare runs the way the paper does: returns and representation diagnostics over seeds.
 
-Reads a folder of runs written by the three scripts (`runs/<env_id>__<exp_name>__<seed>__<time>/` with
-TensorBoard events and `args.json`), groups them by game and variant (algorithm, activation, Hadamard product or
-not, width, exp_name), and reports over seeds:
-
-- per game and variant: the final score (mean return of each run's last N games) and the area under the
-  learning curve, each as a mean over seeds with a 95% bootstrap confidence interval;
-- across games: human-normalised final scores aggregated as mean, median and interquartile mean (IQM), with
-  stratified bootstrap confidence intervals (Agarwal et al. 2021, "Deep RL at the Edge of the Statistical
-  Precipice");
-- the representation's diagnostics over training (dead and dormant fractions, srank, effective rank), averaged
-  over seeds at each capture step.
-
-Output: Markdown tables on the console, `--csv FILE` (long form, one row per number), and `--plot DIR` for PNG
-figures of the learning and diagnostics curves per game with shaded confidence intervals (needs matplotlib).
-
-    python compare_runs.py runs
-    python compare_runs.py runs --last-episodes 100 --csv results.csv --plot figures
+Reads the runs the scripts write (events, args.json, status.json) and reports by game and variant: every run, its
+final score and area under the learning curve with 95% bootstrap CIs over seeds, human-normalised mean, median and
+IQM across games with stratified bootstrap CIs (Agarwal et al. 2021), and the representation's diagnostics.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import math
 import os
 import re
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from importlib.util import find_spec
+from typing import NamedTuple
 
 import numpy as np
 
-# Atari-57 reference scores for human normalisation, (random play, professional human tester), full games of up to
-# 108,000 frames after up to 30 no-op starts, exactly as tabulated in DQN Zoo (Quan & Ostrovski 2020,
-# github.com/google-deepmind/dqn_zoo, dqn_zoo/atari_data.py). Keys are ale-py ROM ids.
+# Atari-57 reference scores for human normalisation, "game random human": random play and a professional human
+# tester, full games of up to 108,000 frames after up to 30 no-op starts, exactly as tabulated in DQN Zoo (Quan &
+# Ostrovski 2020, github.com/google-deepmind/dqn_zoo, dqn_zoo/atari_data.py). Games by their ale-py ROM ids.
+_REFERENCE_TABLE = """
+alien 227.8 7127.7, amidar 5.8 1719.5, assault 222.4 742.0, asterix 210.0 8503.3, asteroids 719.1 47388.7,
+atlantis 12850.0 29028.1, bank_heist 14.2 753.1, battle_zone 2360.0 37187.5, beam_rider 363.9 16926.5,
+berzerk 123.7 2630.4, bowling 23.1 160.7, boxing 0.1 12.1, breakout 1.7 30.5, centipede 2090.9 12017.0,
+chopper_command 811.0 7387.8, crazy_climber 10780.5 35829.4, defender 2874.5 18688.9, demon_attack 152.1 1971.0,
+double_dunk -18.6 -16.4, enduro 0.0 860.5, fishing_derby -91.7 -38.7, freeway 0.0 29.6, frostbite 65.2 4334.7,
+gopher 257.6 2412.5, gravitar 173.0 3351.4, hero 1027.0 30826.4, ice_hockey -11.2 0.9, jamesbond 29.0 302.8,
+kangaroo 52.0 3035.0, krull 1598.0 2665.5, kung_fu_master 258.5 22736.3, montezuma_revenge 0.0 4753.3,
+ms_pacman 307.3 6951.6, name_this_game 2292.3 8049.0, phoenix 761.4 7242.6, pitfall -229.4 6463.7, pong -20.7 14.6,
+private_eye 24.9 69571.3, qbert 163.9 13455.0, riverraid 1338.5 17118.0, road_runner 11.5 7845.0, robotank 2.2 11.9,
+seaquest 68.4 42054.7, skiing -17098.1 -4336.9, solaris 1236.3 12326.7, space_invaders 148.0 1668.7,
+star_gunner 664.0 10250.0, surround -10.0 6.5, tennis -23.8 -8.3, time_pilot 3568.0 5229.2, tutankham 11.4 167.6,
+up_n_down 533.4 11693.2, venture 0.0 1187.5, video_pinball 16256.9 17667.9, wizard_of_wor 563.5 4756.5,
+yars_revenge 3092.9 54576.9, zaxxon 32.5 9173.3
+"""
 ATARI_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
-    "alien": (227.8, 7127.7),
-    "amidar": (5.8, 1719.5),
-    "assault": (222.4, 742.0),
-    "asterix": (210.0, 8503.3),
-    "asteroids": (719.1, 47388.7),
-    "atlantis": (12850.0, 29028.1),
-    "bank_heist": (14.2, 753.1),
-    "battle_zone": (2360.0, 37187.5),
-    "beam_rider": (363.9, 16926.5),
-    "berzerk": (123.7, 2630.4),
-    "bowling": (23.1, 160.7),
-    "boxing": (0.1, 12.1),
-    "breakout": (1.7, 30.5),
-    "centipede": (2090.9, 12017.0),
-    "chopper_command": (811.0, 7387.8),
-    "crazy_climber": (10780.5, 35829.4),
-    "defender": (2874.5, 18688.9),
-    "demon_attack": (152.1, 1971.0),
-    "double_dunk": (-18.6, -16.4),
-    "enduro": (0.0, 860.5),
-    "fishing_derby": (-91.7, -38.7),
-    "freeway": (0.0, 29.6),
-    "frostbite": (65.2, 4334.7),
-    "gopher": (257.6, 2412.5),
-    "gravitar": (173.0, 3351.4),
-    "hero": (1027.0, 30826.4),
-    "ice_hockey": (-11.2, 0.9),
-    "jamesbond": (29.0, 302.8),
-    "kangaroo": (52.0, 3035.0),
-    "krull": (1598.0, 2665.5),
-    "kung_fu_master": (258.5, 22736.3),
-    "montezuma_revenge": (0.0, 4753.3),
-    "ms_pacman": (307.3, 6951.6),
-    "name_this_game": (2292.3, 8049.0),
-    "phoenix": (761.4, 7242.6),
-    "pitfall": (-229.4, 6463.7),
-    "pong": (-20.7, 14.6),
-    "private_eye": (24.9, 69571.3),
-    "qbert": (163.9, 13455.0),
-    "riverraid": (1338.5, 17118.0),
-    "road_runner": (11.5, 7845.0),
-    "robotank": (2.2, 11.9),
-    "seaquest": (68.4, 42054.7),
-    "skiing": (-17098.1, -4336.9),
-    "solaris": (1236.3, 12326.7),
-    "space_invaders": (148.0, 1668.7),
-    "star_gunner": (664.0, 10250.0),
-    "surround": (-10.0, 6.5),
-    "tennis": (-23.8, -8.3),
-    "time_pilot": (3568.0, 5229.2),
-    "tutankham": (11.4, 167.6),
-    "up_n_down": (533.4, 11693.2),
-    "venture": (0.0, 1187.5),
-    "video_pinball": (16256.9, 17667.9),
-    "wizard_of_wor": (563.5, 4756.5),
-    "yars_revenge": (3092.9, 54576.9),
-    "zaxxon": (32.5, 9173.3),
+    game: (float(random_score), float(human_score))
+    for game, random_score, human_score in (entry.split() for entry in _REFERENCE_TABLE.split(","))
 }
 
 DIAGNOSTIC_METRICS = ("dead_fraction", "dormant_fraction", "srank", "effective_rank")
 # The final hidden layer's tag in every variant; older Hadamard runs logged the product as `hadamard`.
 REPRESENTATION_TAGS = ("representation", "hadamard")
 RETURN_TAG = "charts/episodic_return"
-# Fields that only one script's Args has, in the order they are tried.
 ALGORITHM_FIELDS = (("buffer_size", "dqn"), ("gae_lambda", "ppo"), ("q_lambda", "pqn"))
+_ROM_IDS = {rom.replace("_", ""): rom for rom in ATARI_REFERENCE_SCORES}
 
 
-# ----------------------------------------------------------------------------------------------
-# Statistics: pure functions on arrays
-# ----------------------------------------------------------------------------------------------
+# ---- Statistics: pure functions on arrays ----
 def iqm(scores) -> float | np.ndarray:
-    """Interquartile mean along the last axis: the mean of the middle 50% after dropping floor(n/4) scores at
-    each end. The same cut as scipy's trim_mean(scores, 0.25), which rliable uses; n < 4 drops nothing.
-    """
+    """Mean along the last axis without floor(n/4) scores at each end (rliable's: scipy's trim_mean(scores, 0.25))."""
     x = np.sort(np.asarray(scores, dtype=np.float64), axis=-1)
     n = x.shape[-1]
     if n == 0:
         raise ValueError("iqm of no scores")
-    cut = n // 4
-    return x[..., cut : n - cut].mean(axis=-1)
+    return x[..., n // 4 : n - n // 4].mean(axis=-1)
 
 
-def human_normalized(score: float, game: str) -> float:
+def human_normalized(score, game: str):
     """(score - random) / (human - random) for the game's ROM id; KeyError when the game has no reference."""
     random_score, human_score = ATARI_REFERENCE_SCORES[game]
     return (score - random_score) / (human_score - random_score)
 
 
-# Aggregates across games. Each takes one array of runs per game (a game may have its own number of runs) and
-# works along the last axis, so that the bootstrap can pass every replicate at once (shape (reps, runs)).
-def mean_of_game_means(scores_per_game: Sequence[np.ndarray]) -> float | np.ndarray:
-    """Mean over games of each game's mean over runs (every game weighs the same)."""
-    return np.mean([np.mean(s, axis=-1) for s in scores_per_game], axis=0)
-
-
-def median_of_game_means(scores_per_game: Sequence[np.ndarray]) -> float | np.ndarray:
-    """Median over games of each game's mean over runs (rliable's median)."""
-    return np.median([np.mean(s, axis=-1) for s in scores_per_game], axis=0)
-
-
-def iqm_of_all_runs(scores_per_game: Sequence[np.ndarray]) -> float | np.ndarray:
-    """IQM of every run of every game, pooled (rliable's IQM)."""
-    return iqm(np.concatenate([np.asarray(s, dtype=np.float64) for s in scores_per_game], axis=-1))
-
-
+# Aggregates across games, from one array of runs per game (games may have different numbers of runs), along the
+# last axis so that the bootstrap passes every replicate at once (shape (reps, runs)): the mean and the median over
+# games of each game's mean over runs (every game weighs the same), and the IQM of all runs pooled, as rliable does.
 AGGREGATES: dict[str, Callable[[Sequence[np.ndarray]], float | np.ndarray]] = {
-    "mean": mean_of_game_means,
-    "median": median_of_game_means,
-    "iqm": iqm_of_all_runs,
+    "mean": lambda per_game: np.mean([np.mean(s, axis=-1) for s in per_game], axis=0),
+    "median": lambda per_game: np.median([np.mean(s, axis=-1) for s in per_game], axis=0),
+    "iqm": lambda per_game: iqm(np.concatenate([np.asarray(s, dtype=np.float64) for s in per_game], axis=-1)),
 }
 
 
-def stratified_bootstrap_ci(
-    scores_per_game: Sequence[Sequence[float]],
-    statistic: Callable[[Sequence[np.ndarray]], float | np.ndarray],
-    reps: int = 10_000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> tuple[float, float]:
-    """Percentile confidence interval of `statistic` by the stratified bootstrap of Agarwal et al. (2021).
-
-    Each replicate resamples, with replacement, the runs of every game separately (a game keeps its number of
-    runs); `statistic` gets one (reps, runs) array per game. One game is the ordinary bootstrap.
-    """
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+def stratified_bootstrap_ci(scores_per_game: Sequence, statistic: Callable, reps=10_000, seed=0) -> tuple[float, float]:
+    """95% percentile CI of `statistic` by the stratified bootstrap (Agarwal et al. 2021), resampling the runs of each
+    game apart (`statistic` gets one (reps, runs) array per game); NaN when no game has two runs to resample."""
     strata = [np.asarray(s, dtype=np.float64).ravel() for s in scores_per_game]
-    if not strata or any(s.size == 0 for s in strata):
-        raise ValueError("every game needs at least one score")
+    if all(s.size < 2 for s in strata):
+        return math.nan, math.nan
     rng = np.random.default_rng(seed)
     replicates = statistic([s[rng.integers(0, s.size, size=(reps, s.size))] for s in strata])
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(replicates, [tail, 100 - tail])
-    return float(low), float(high)
+    return tuple(float(bound) for bound in np.percentile(replicates, [2.5, 97.5]))
 
 
 def mean_ci(values: Sequence[float], reps: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, CI low, CI high) over seeds; the interval is NaN with fewer than two values."""
+    """(mean, CI low, CI high) over seeds; the interval is NaN with fewer than two values, all three with none."""
     x = np.asarray(values, dtype=np.float64)
-    if x.size < 2:
-        return float(x.mean()), math.nan, math.nan
-    low, high = stratified_bootstrap_ci([x], mean_of_game_means, reps, seed)
-    return float(x.mean()), low, high
+    return (float(x.mean()) if x.size else math.nan), *stratified_bootstrap_ci([x], AGGREGATES["mean"], reps, seed)
 
 
 def learning_curve(steps: Sequence[float], returns: Sequence[float], horizon: float, points: int) -> np.ndarray:
-    """A run's learning curve on `points` equal windows of [0, horizon]: the mean return of the games that ended
-    in each window. A window without a finished game keeps the previous window's value; windows before the
-    first finished game are NaN. Games ending after `horizon` are left out.
-    """
-    steps = np.asarray(steps, dtype=np.float64)
-    returns = np.asarray(returns, dtype=np.float64)
-    keep = steps <= horizon
-    steps, returns = steps[keep], returns[keep]
-    # Window i covers (edge_i, edge_{i+1}]; a game ending at step 0 falls into the first window.
-    window = np.clip(np.ceil(steps / horizon * points).astype(int) - 1, 0, points - 1)
-    curve = np.full(points, math.nan)
-    for i in range(points):
-        in_window = returns[window == i]
-        if in_window.size:
-            curve[i] = in_window.mean()
-        elif i > 0:
-            curve[i] = curve[i - 1]
-    return curve
+    """The mean return of the games ending in each of `points` windows (edge_i, edge_i+1] of [0, horizon] (step 0: the
+    first); an empty window keeps the previous value, or NaN before the first game; later games are left out."""
+    steps, returns = np.asarray(steps, dtype=np.float64), np.asarray(returns, dtype=np.float64)
+    window = np.clip(np.ceil(steps[steps <= horizon] / horizon * points).astype(int) - 1, 0, points - 1)
+    games = np.bincount(window, minlength=points)
+    means = np.bincount(window, returns[steps <= horizon], minlength=points) / np.maximum(games, 1)
+    latest = np.maximum.accumulate(np.where(games > 0, np.arange(points), -1))  # the last window with a game so far
+    return np.where(latest >= 0, means[latest], math.nan)
 
 
 def area_under_curve(curve: np.ndarray) -> float:
     """The curve's area divided by its length: its mean over the windows where it is defined."""
-    defined = curve[~np.isnan(curve)]
-    return float(defined.mean()) if defined.size else math.nan
+    return math.nan if np.isnan(curve).all() else float(np.nanmean(curve))
 
 
 def final_score(steps: Sequence[float], returns: Sequence[float], horizon: float, last_episodes: int) -> float:
     """Mean return of the last `last_episodes` games that ended by `horizon` (NaN when none did)."""
-    steps = np.asarray(steps, dtype=np.float64)
-    returns = np.asarray(returns, dtype=np.float64)[steps <= horizon]
+    returns = np.asarray(returns, dtype=np.float64)[np.asarray(steps, dtype=np.float64) <= horizon]
     return float(returns[-last_episodes:].mean()) if returns.size else math.nan
 
 
-# ----------------------------------------------------------------------------------------------
-# Runs: what a run folder holds, and how runs group into variants
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class Run:
-    path: str
-    game: str  # the ale-py ROM id
-    seed: int
-    algorithm: str
+# ---- Runs: what a run folder holds ----
+class Variant(NamedTuple):
+    algorithm: str  # of the script that wrote the run (see algorithm_of)
     activation: str
     hadamard: bool
     hidden_dim: int
     exp_name: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.exp_name} ({self.algorithm}, {self.activation}{'+hadamard' * self.hadamard}, {self.hidden_dim})"
+
+
+class Run(NamedTuple):
+    path: str
+    game: str  # as the reference table names it (see game_id)
+    seed: int
+    variant: Variant
+    status: str  # status.json's: "finished", "running", "interrupted" or "crashed"; else "no status.json"
     last_step: int  # the largest step of any scalar: how far the run got
     episode_steps: np.ndarray
     episode_returns: np.ndarray
-    # metric -> (steps, values) of the representation layer
-    diagnostics: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-
-    @property
-    def variant(self) -> tuple[str, str, bool, int, str]:
-        return (self.algorithm, self.activation, self.hadamard, self.hidden_dim, self.exp_name)
+    diagnostics: dict[str, tuple[np.ndarray, np.ndarray]]  # metric -> (steps, values) of the representation
 
 
 def game_id(env_id: str) -> str:
-    """The ROM id of an env id, as the scripts derive it: "ALE/SpaceInvaders-v5" -> "space_invaders"."""
-    name = re.sub(r"-v\d+$", "", env_id.split("/")[-1])
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() if not name.islower() else name
+    """The game as the reference table names it, matched without "_": "ALE/SpaceInvaders-v5" -> "space_invaders"."""
+    name = re.sub(r"-v\d+$", "", env_id.split("/")[-1]).replace("_", "").lower()
+    return _ROM_IDS.get(name, name)  # a game the table lacks: "AirRaid-v5" -> "airraid"
 
 
-def infer_algorithm(args: dict) -> str:
-    """dqn, ppo or pqn, from an argument only that script has, else from exp_name's default ("ppo_atari_...")."""
-    for name, algorithm in ALGORITHM_FIELDS:
-        if name in args:
-            return algorithm
-    prefix = str(args.get("exp_name", "")).split("_")[0].lower()
-    return prefix if prefix in ("dqn", "ppo", "pqn") else "unknown"
-
-
-def variant_label(variant: tuple[str, str, bool, int, str]) -> str:
-    algorithm, activation, hadamard, hidden_dim, exp_name = variant
-    network = f"{activation}+hadamard" if hadamard else activation
-    return f"{exp_name} ({algorithm}, {network}, {hidden_dim})"
+def algorithm_of(status: dict, args: dict) -> str:
+    """The script named in status.json ("pqn_atari_hadamard.py" -> "pqn"); for runs without it, guessed from an
+    argument only one script's Args has (ALGORITHM_FIELDS), else from exp_name's default."""
+    script = status.get("script")
+    if isinstance(script, str) and script:
+        return os.path.splitext(os.path.basename(script))[0].removesuffix("_atari_hadamard")
+    prefix = str(args.get("exp_name", "")).split("_")[0].lower()  # the default exp_name: "ppo_atari_hadamard"
+    guess = next((algorithm for name, algorithm in ALGORITHM_FIELDS if name in args), prefix)
+    return guess if guess in ("dqn", "ppo", "pqn") else "unknown"
 
 
 def read_run(path: str) -> Run:
     """One run folder, or ValueError saying why it cannot be used."""
-    args_path = os.path.join(path, "args.json")
     try:
-        with open(args_path) as f:
-            args = json.load(f)
-    except FileNotFoundError:
-        raise ValueError("no args.json") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"unreadable args.json ({err})") from None
-    if not isinstance(args, dict) or "env_id" not in args:
+        with open(os.path.join(path, "args.json")) as f:
+            args = dict(json.load(f))
+    except (OSError, ValueError, TypeError) as err:  # missing, not JSON, or not an object
+        raise ValueError(f"no readable args.json ({err})") from None
+    if "env_id" not in args:
         raise ValueError("args.json has no env_id")
-    if not any(name.startswith("events.out.tfevents") for name in os.listdir(path)):
-        raise ValueError("no TensorBoard events")
+    try:
+        with open(os.path.join(path, "status.json")) as f:
+            status = dict(json.load(f))
+    except (OSError, ValueError, TypeError):  # runs from before status.json existed, or a damaged one
+        status = {}
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -283,38 +181,26 @@ def read_run(path: str) -> Run:
     events.Reload()
     tags = set(events.Tags()["scalars"])
     if not tags:
-        raise ValueError("no readable TensorBoard scalars (corrupt or empty events)")
-    last_step = max(events.Scalars(tag)[-1].step for tag in tags)
+        raise ValueError("no readable TensorBoard scalars (no events yet, or corrupt ones)")
     # Games in the order they ended; a stable sort keeps the logged order of games ending at the same step.
-    episodes = [(e.step, e.value) for e in events.Scalars(RETURN_TAG)] if RETURN_TAG in tags else []
-    episodes.sort(key=lambda episode: episode[0])
+    episodes = sorted(events.Scalars(RETURN_TAG) if RETURN_TAG in tags else [], key=lambda e: e.step)
     diagnostics = {}
     for metric in DIAGNOSTIC_METRICS:
-        for layer in REPRESENTATION_TAGS:
-            tag = f"diagnostics/{metric}/{layer}"
-            if tag in tags:
-                scalars = events.Scalars(tag)
-                diagnostics[metric] = (np.array([e.step for e in scalars]), np.array([e.value for e in scalars]))
-                break
-    return Run(
-        path=path,
-        game=game_id(str(args["env_id"])),
-        seed=int(args.get("seed", 0)),
-        algorithm=infer_algorithm(args),
-        activation=str(args.get("activation", "unknown")),
-        hadamard=bool(args.get("hadamard", False)),
-        hidden_dim=int(args.get("hidden_dim", 0)),
-        exp_name=str(args.get("exp_name", "unknown")),
-        last_step=int(last_step),
-        episode_steps=np.array([s for s, _ in episodes], dtype=np.float64),
-        episode_returns=np.array([r for _, r in episodes], dtype=np.float64),
-        diagnostics=diagnostics,
-    )
+        tag = next((t for t in (f"diagnostics/{metric}/{layer}" for layer in REPRESENTATION_TAGS) if t in tags), None)
+        if tag is not None:
+            scalars = events.Scalars(tag)
+            diagnostics[metric] = (np.array([e.step for e in scalars]), np.array([e.value for e in scalars]))
+    network = str(args.get("activation", "unknown")), bool(args.get("hadamard", False)), int(args.get("hidden_dim", 0))
+    variant = Variant(algorithm_of(status, args), *network, str(args.get("exp_name", "unknown")))
+    game, seed = game_id(str(args["env_id"])), int(args.get("seed", 0))
+    last_step = max(events.Scalars(tag)[-1].step for tag in tags)
+    steps, returns = np.array([(e.step, e.value) for e in episodes], dtype=np.float64).reshape(-1, 2).T
+    state = str(status.get("status", "no status.json"))
+    return Run(path, game, seed, variant, state, last_step, steps, returns, diagnostics)
 
 
 def find_run_folders(roots: Sequence[str]) -> list[str]:
-    """Every folder under the roots (a root included) that holds args.json or TensorBoard events, or whose name
-    is a run's (<env_id>__<exp_name>__<seed>__<time>), so that a run that wrote nothing yet is reported."""
+    """The folders under the roots (roots included) with args.json or events, or a run's name (A__B__1__2)."""
     found = []
     for root in roots:
         for folder, subfolders, files in os.walk(root):
@@ -326,254 +212,201 @@ def find_run_folders(roots: Sequence[str]) -> list[str]:
     return sorted(found)
 
 
-# ----------------------------------------------------------------------------------------------
-# The comparison: numbers for the tables, the CSV and the plots
-# ----------------------------------------------------------------------------------------------
-@dataclass
-class Comparison:
-    rows: list[dict] = field(default_factory=list)  # long form: one number per row (the CSV)
-    notes: list[str] = field(default_factory=list)
-    curves: dict = field(default_factory=dict)  # game -> variant -> (grid steps, per-run curves)
-    diagnostics: dict = field(default_factory=dict)  # game -> variant -> metric -> (steps, per-step values)
+# ---- The comparison: the numbers of the tables, the CSV and the figures ----
+# Estimates are (mean, CI low, CI high), the interval NaN for one run. Group: one variant on one game, its runs (by
+# seed, then folder), each run's scores and the estimates over them.
+class Group(NamedTuple):
+    game: str
+    variant: Variant
+    runs: list[Run]
+    final_scores: np.ndarray  # one per run; NaN for a run with no game finished by the horizon
+    areas: np.ndarray
+    grid: np.ndarray  # the learning curves' window ends
+    curves: np.ndarray  # (runs, points)
+    final: tuple  # over the runs with a final score
+    area: tuple
+    steps: np.ndarray  # the representation's capture steps up to the horizon
+    counts: np.ndarray  # the runs captured at each step
+    diagnostics: dict[str, np.ndarray]  # metric -> an estimate per step, (steps, 3)
+
+    @property
+    def scored(self) -> list[Run]:
+        return [run for run, score in zip(self.runs, self.final_scores) if not math.isnan(score)]
 
 
-def _row(kind: str, game: str, variant: tuple | None, metric: str, values: Sequence[float], **extra) -> dict:
-    algorithm, activation, hadamard, hidden_dim, exp_name = variant if variant else ("", "", "", "", "")
-    return {
-        "table": kind,
-        "game": game,
-        "variant": variant_label(variant) if variant else "",
-        "algorithm": algorithm,
-        "activation": activation,
-        "hadamard": hadamard,
-        "hidden_dim": hidden_dim,
-        "exp_name": exp_name,
-        "metric": metric,
-        "step": extra.get("step", ""),
-        "seeds": len(values) if extra.get("seeds") is None else extra["seeds"],
-        "mean": extra["mean"],
-        "ci_low": extra.get("ci_low", math.nan),
-        "ci_high": extra.get("ci_high", math.nan),
-        "run": extra.get("run", ""),
-    }
+# One variant's human-normalised final scores across games: an estimate per name of AGGREGATES.
+class Aggregate(NamedTuple):
+    variant: Variant
+    games: list[str]
+    runs_per_game: list[int]
+    estimates: dict[str, tuple]
 
 
-def compare(
-    runs: Sequence[Run],
-    last_episodes: int = 100,
-    points: int = 50,
-    reps: int = 10_000,
-    seed: int = 0,
-    horizon: int | None = None,
-) -> Comparison:
-    """All the numbers of the report. `horizon` cuts every run at that step; by default each game's runs are
-    compared up to the step its shortest run reached, so that runs of different lengths compare fairly."""
-    out = Comparison()
+class Comparison(NamedTuple):
+    groups: list[Group]  # by game, then variant label
+    aggregates: list[Aggregate]
+    notes: list[str]
+
+
+def compare(runs: Sequence[Run], last_episodes=100, points=50, reps=10_000, seed=0, horizon=None) -> Comparison:
+    """The report's numbers, every run cut at `horizon` (by default, per game, the step its shortest run reached)."""
+    out = Comparison([], [], [])
     by_game: dict[str, list[Run]] = {}
     for run in runs:
         if horizon is not None and run.last_step < horizon:
             out.notes.append(f"{run.path}: left out, it reached step {run.last_step:,} < --steps {horizon:,}")
-            continue
-        by_game.setdefault(run.game, []).append(run)
-
-    normalized: dict[tuple, dict[str, list[float]]] = {}  # variant -> game -> human-normalised final scores
+        else:
+            by_game.setdefault(run.game, []).append(run)
     for game in sorted(by_game):
-        game_runs = by_game[game]
-        game_horizon = horizon if horizon is not None else min(r.last_step for r in game_runs)
-        lengths = {r.last_step for r in game_runs}
-        if horizon is None and len(lengths) > 1:
-            out.notes.append(
-                f"{game}: runs reached {min(lengths):,} to {max(lengths):,} steps; all are compared up to step "
-                f"{game_horizon:,} (the shortest run; --steps sets another horizon)"
-            )
-        variants: dict[tuple, list[Run]] = {}
-        for run in sorted(game_runs, key=lambda r: (r.seed, r.path)):
-            variants.setdefault(run.variant, []).append(run)
-        for variant, variant_runs in sorted(variants.items(), key=lambda item: variant_label(item[0])):
-            label = variant_label(variant)
-            seeds = [r.seed for r in variant_runs]
-            if len(set(seeds)) < len(seeds):
-                out.notes.append(f"{game}, {label}: a seed appears more than once ({seeds}); each run counts")
-            finals, areas, curves = [], [], []
-            for run in variant_runs:
-                score = final_score(run.episode_steps, run.episode_returns, game_horizon, last_episodes)
-                if math.isnan(score):
-                    out.notes.append(f"{run.path}: no game finished by step {game_horizon:,}; left out of the scores")
-                    continue
-                curve = learning_curve(run.episode_steps, run.episode_returns, game_horizon, points)
-                finals.append(score)
-                areas.append(area_under_curve(curve))
-                curves.append(curve)
-                hns = human_normalized(score, game) if game in ATARI_REFERENCE_SCORES else math.nan
-                for metric, value in (("final_score", score), ("auc", areas[-1]), ("human_normalized", hns)):
-                    out.rows.append(_row("run", game, variant, metric, [value], mean=value, run=run.path))
-                if game in ATARI_REFERENCE_SCORES:
-                    normalized.setdefault(variant, {}).setdefault(game, []).append(hns)
-            if finals:
-                if len(finals) == 1:
-                    out.notes.append(f"{game}, {label}: one seed, no confidence interval")
-                for metric, values in (("final_score", finals), ("auc", areas)):
-                    mean, low, high = mean_ci(values, reps, seed)
-                    out.rows.append(_row("score", game, variant, metric, values, mean=mean, ci_low=low, ci_high=high))
-                grid = np.arange(1, points + 1) * game_horizon / points
-                out.curves.setdefault(game, {})[variant] = (grid, np.array(curves))
-            _diagnostics_over_seeds(out, game, variant, variant_runs, game_horizon, reps, seed)
-
+        reached = [run.last_step for run in by_game[game]]
+        game_horizon = horizon or min(reached)
+        if horizon is None and min(reached) < max(reached):
+            lengths = f"{game}: runs reached {min(reached):,} to {max(reached):,} steps; all are compared up to step"
+            out.notes.append(f"{lengths} {game_horizon:,} (the shortest run; --steps sets another horizon)")
+        ordered = sorted(by_game[game], key=lambda r: (r.variant.label, r.seed, r.path))
+        for variant, variant_runs in itertools.groupby(ordered, key=lambda r: r.variant):
+            group = _group(game, variant, list(variant_runs), game_horizon, last_episodes, points, reps, seed)
+            out.groups.append(group)
+            for run in (run for run, score in zip(group.runs, group.final_scores) if math.isnan(score)):
+                out.notes.append(f"{run.path}: no game finished by step {game_horizon:,}; left out of the scores")
     missing = sorted(g for g in by_game if g not in ATARI_REFERENCE_SCORES)
     if missing:
         out.notes.append(f"no human reference score for {', '.join(missing)}: left out of the normalised scores")
-    for variant, per_game in sorted(normalized.items(), key=lambda item: variant_label(item[0])):
-        games = sorted(per_game)
-        scores = [np.array(per_game[g]) for g in games]
+
+    normalized: dict[Variant, dict[str, np.ndarray]] = {}  # variant -> game -> human-normalised final scores
+    for g in (g for g in out.groups if g.game in ATARI_REFERENCE_SCORES and g.scored):
+        scores = g.final_scores[~np.isnan(g.final_scores)]
+        normalized.setdefault(g.variant, {})[g.game] = human_normalized(scores, g.game)
+    for variant in sorted(normalized, key=lambda v: v.label):
+        games = sorted(normalized[variant])
+        scores = [normalized[variant][game] for game in games]
+        estimates = {}
         for name, aggregate in AGGREGATES.items():
-            value = float(aggregate(scores))
-            low, high = (math.nan, math.nan)
-            if sum(s.size for s in scores) > 1:
-                low, high = stratified_bootstrap_ci(scores, aggregate, reps, seed)
-            runs_count = sum(s.size for s in scores)
-            out.rows.append(
-                _row(
-                    "aggregate",
-                    "+".join(games),
-                    variant,
-                    f"hns_{name}",
-                    [],
-                    seeds=runs_count,
-                    mean=value,
-                    ci_low=low,
-                    ci_high=high,
-                )
-            )
+            estimates[name] = (float(aggregate(scores)), *stratified_bootstrap_ci(scores, aggregate, reps, seed))
+        out.aggregates.append(Aggregate(variant, games, [s.size for s in scores], estimates))
     return out
 
 
-def _diagnostics_over_seeds(
-    out: Comparison, game: str, variant: tuple, runs: Sequence[Run], horizon: int, reps: int, seed: int
-) -> None:
-    """Mean over seeds (with CI) of each representation metric at every capture step up to the horizon."""
-    for metric in DIAGNOSTIC_METRICS:
-        by_step: dict[int, list[float]] = {}
-        for run in runs:
-            if metric in run.diagnostics:
-                for step, value in zip(*run.diagnostics[metric]):
-                    if step <= horizon:
-                        by_step.setdefault(int(step), []).append(float(value))
-        if not by_step:
-            continue
-        steps = sorted(by_step)
-        stats = [mean_ci(by_step[s], reps, seed) for s in steps]
-        out.diagnostics.setdefault(game, {}).setdefault(variant, {})[metric] = (np.array(steps), np.array(stats))
-        for step, (mean, low, high) in zip(steps, stats):
-            out.rows.append(
-                _row(
-                    "diagnostics",
-                    game,
-                    variant,
-                    metric,
-                    by_step[step],
-                    step=step,
-                    mean=mean,
-                    ci_low=low,
-                    ci_high=high,
-                )
-            )
+def _group(game, variant, runs, horizon, last_episodes, points, reps, seed) -> Group:
+    finals = np.array([final_score(r.episode_steps, r.episode_returns, horizon, last_episodes) for r in runs])
+    curves = np.array([learning_curve(r.episode_steps, r.episode_returns, horizon, points) for r in runs])
+    areas = np.array([area_under_curve(curve) for curve in curves])
+    captured: dict[int, dict[str, list[float]]] = {}  # step -> metric -> a value per run
+    for run in runs:
+        for metric, (steps, values) in run.diagnostics.items():
+            for step, value in zip(steps[steps <= horizon], values[steps <= horizon]):
+                captured.setdefault(int(step), {}).setdefault(metric, []).append(float(value))
+    steps = sorted(captured)
+    counts = np.array([max(map(len, captured[step].values())) for step in steps], dtype=int)
+    diagnostics = {}  # the mean over runs at every step, where any run has the metric
+    for metric in (m for m in DIAGNOSTIC_METRICS if any(m in captured[step] for step in steps)):
+        diagnostics[metric] = np.array([mean_ci(captured[step].get(metric, []), reps, seed) for step in steps])
+    final, area = (mean_ci(values[~np.isnan(finals)], reps, seed) for values in (finals, areas))
+    grid, steps = np.arange(1, points + 1) * horizon / points, np.array(steps, dtype=int)
+    return Group(game, variant, list(runs), finals, areas, grid, curves, final, area, steps, counts, diagnostics)
 
 
-# ----------------------------------------------------------------------------------------------
-# Output: Markdown tables, CSV, figures
-# ----------------------------------------------------------------------------------------------
-def _number(x: float) -> str:
-    if isinstance(x, str) or math.isnan(x):
-        return "n/a"
-    if abs(x) >= 100:
-        return f"{x:,.0f}"
-    return f"{x:.2f}" if abs(x) >= 1 or x == 0 else f"{x:.3f}"
+# ---- Output: Markdown tables, CSV, figures ----
+# One format per kind of number: returns, human-normalised scores, each diagnostic (srank counts units).
+SCORE, NORMALIZED = ",.2f", ".3f"
+DIAGNOSTIC_FORMATS = {"dead_fraction": ".3f", "dormant_fraction": ".3f", "srank": ",.0f", "effective_rank": ",.2f"}
+CSV_COLUMNS = f"table game variant {' '.join(Variant._fields)} metric step seeds mean ci_low ci_high run status".split()
 
 
-def _with_ci(row: dict) -> str:
-    if math.isnan(row["ci_low"]):
-        return f"{_number(row['mean'])} (1 seed)" if row["seeds"] == 1 else _number(row["mean"])
-    return f"{_number(row['mean'])} [{_number(row['ci_low'])}, {_number(row['ci_high'])}]"
+def _number(value: float, spec: str) -> str:
+    return "n/a" if math.isnan(value) else format(value, spec)
 
 
-def _markdown(header: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
-    aligns = ["---" if i < 2 else "---:" for i in range(len(header))]
-    rows = [header, aligns, *lines]
-    return "\n".join("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)
+def _estimate(estimate: tuple, spec: str) -> str:
+    mean, low, high = estimate
+    if math.isnan(low):
+        return _number(mean, spec) + ("" if math.isnan(mean) else " (n = 1 seed)")
+    return f"{_number(mean, spec)} [{_number(low, spec)}, {_number(high, spec)}]"
+
+
+def _runs(runs: Sequence[Run]) -> str:
+    """What an estimate is over: "2 seeds", "1 seed", "3 runs (seed 1 repeated)", and how many did not finish."""
+    seeds = [run.seed for run in runs]
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    text = f"{len(runs)} runs (seed {', '.join(map(str, repeated))} repeated)" if repeated else f"{len(runs)} seeds"
+    unfinished = sum(run.status != "finished" for run in runs)
+    return (text if len(runs) != 1 else "1 seed") + (f", {unfinished} unfinished" if unfinished else "")
+
+
+def _what(counts: Sequence[int], interval: str = "mean over seeds, 95% bootstrap CI") -> str:
+    """What a table's or figure's estimates are, from how many runs each is over: no interval for single runs."""
+    if max(counts, default=1) <= 1:
+        return "n = 1 seed"
+    return interval + ("" if min(counts) > 1 else " where n > 1")
+
+
+def _markdown(title: str, header: Sequence[str], lines: Sequence[Sequence[str]], left: int = 2) -> str:
+    aligns = ["---"] * left + ["---:"] * (len(header) - left)  # names to the left, numbers to the right
+    return title + "\n\n" + "\n".join("| " + " | ".join(row) + " |" for row in [header, aligns, *lines])
 
 
 def tables(comparison: Comparison, last_episodes: int, max_diagnostic_rows: int = 8) -> str:
-    """The three Markdown tables of the report (the CSV holds every number)."""
-    rows = comparison.rows
-    parts = []
-    scores: dict[tuple, dict[str, dict]] = {}
-    for row in rows:
-        if row["table"] == "score":
-            scores.setdefault((row["game"], row["variant"]), {})[row["metric"]] = row
-    lines = [
-        [game, variant, str(m["final_score"]["seeds"]), _with_ci(m["final_score"]), _with_ci(m["auc"])]
-        for (game, variant), m in scores.items()
-    ]
-    header = ["game", "variant", "seeds", f"final score (last {last_episodes} games)", "area under the curve"]
-    parts.append("Scores per game: mean over seeds [95% bootstrap CI]\n\n" + _markdown(header, lines))
+    """The report's Markdown tables (the CSV holds every number)."""
+    groups, aggregates = comparison.groups, comparison.aggregates
+    final = f"final score (last {last_episodes} games)"
+    lines = []
+    for g in groups:
+        for run, score in zip(g.runs, g.final_scores):
+            status = run.status if run.status == "finished" else f"NOT FINISHED ({run.status})"
+            cells = [os.path.basename(run.path), status, str(run.seed), f"{run.last_step:,}", _number(score, SCORE)]
+            lines.append([g.game, g.variant.label, *cells])
+    parts = [_markdown("Runs", ["game", "variant", "run", "status", "seed", "steps", final], lines, left=4)]
 
-    aggregates: dict[str, dict[str, dict]] = {}
-    for row in rows:
-        if row["table"] == "aggregate":
-            aggregates.setdefault(row["variant"], {})[row["metric"]] = row
+    lines = [[g.game, g.variant.label, _runs(g.scored), _estimate(g.final, SCORE), _estimate(g.area, SCORE)]
+             for g in groups]  # fmt: skip
+    header = ["game", "variant", "runs", final, "area under the curve"]
+    parts.append(_markdown(f"Scores per game ({_what([len(g.scored) for g in groups])})", header, lines))
+
     if aggregates:
-        lines = [
-            [v, m["hns_mean"]["game"], str(m["hns_mean"]["seeds"])] + [_with_ci(m[f"hns_{k}"]) for k in AGGREGATES]
-            for v, m in aggregates.items()
-        ]
+        lines = [[a.variant.label, "+".join(a.games), str(sum(a.runs_per_game)),
+                  *(_estimate(e, NORMALIZED) for e in a.estimates.values())] for a in aggregates]  # fmt: skip
+        what = _what([max(a.runs_per_game) for a in aggregates], "95% stratified bootstrap CI")
         header = ["variant", "games", "runs", "mean", "median", "IQM"]
-        parts.append(
-            "Human-normalised final scores across games [95% stratified bootstrap CI]\n\n" + _markdown(header, lines)
-        )
+        parts.append(_markdown(f"Human-normalised final scores across games ({what})", header, lines))
 
-    diagnostics: dict[tuple, dict[int, dict[str, dict]]] = {}
-    for row in rows:
-        if row["table"] == "diagnostics":
-            diagnostics.setdefault((row["game"], row["variant"]), {}).setdefault(row["step"], {})[row["metric"]] = row
-    if diagnostics:
-        lines, thinned = [], False
-        for (game, variant), per_step in diagnostics.items():
-            steps = sorted(per_step)
-            if len(steps) > max_diagnostic_rows:  # evenly spaced captures, always the last one
-                picks = np.linspace(0, len(steps) - 1, max_diagnostic_rows).round().astype(int)
-                steps, thinned = [steps[i] for i in sorted(set(picks))], True
-            for step in steps:
-                values = per_step[step]
-                seeds = max(r["seeds"] for r in values.values())
-                cells = [_number(values[m]["mean"]) if m in values else "n/a" for m in DIAGNOSTIC_METRICS]
-                lines.append([game, variant, f"{step:,}", str(seeds), *cells])
-        header = ["game", "variant", "step", "seeds", "dead", "dormant", "srank", "effective rank"]
-        title = "Representation diagnostics: mean over seeds"
-        if thinned:
-            title += f" (up to {max_diagnostic_rows} captures per variant; every capture is in the CSV)"
-        parts.append(title + "\n\n" + _markdown(header, lines))
+    lines, formats = [], DIAGNOSTIC_FORMATS.items()
+    for g in groups:  # up to max_diagnostic_rows evenly spaced captures per variant, always the last one
+        rows = min(len(g.steps), max_diagnostic_rows)
+        for i in sorted(set(np.linspace(0, len(g.steps) - 1, rows).round().astype(int))):
+            means = [_number(g.diagnostics[m][i, 0], f) if m in g.diagnostics else "n/a" for m, f in formats]
+            lines.append([g.game, g.variant.label, f"{g.steps[i]:,}", str(g.counts[i]), *means])
+    if lines:
+        header = ["game", "variant", "step", "runs", "dead", "dormant", "srank", "effective rank"]
+        thinned = any(len(g.steps) > max_diagnostic_rows for g in groups)
+        thin = f"; up to {max_diagnostic_rows} captures per variant, every one in the CSV" if thinned else ""
+        parts.append(_markdown(f"Representation diagnostics (mean over the runs{thin})", header, lines))
     return "\n\n".join(parts)
 
 
 def write_csv(comparison: Comparison, path: str) -> None:
-    columns = list(comparison.rows[0]) if comparison.rows else ["table"]
+    """Every number, one per row: each run's scores, the per-game estimates, the diagnostics, the aggregates."""
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(comparison.rows)
-
-
-def _band(values: np.ndarray, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and bootstrap CI over runs (rows) at every column; NaN where a run is undefined is skipped."""
-    stats = []
-    for column in values.T:
-        defined = column[~np.isnan(column)]
-        stats.append(mean_ci(defined, reps, seed) if defined.size else (math.nan, math.nan, math.nan))
-    return tuple(np.array(s) for s in zip(*stats))
+        out = csv.writer(f)
+        out.writerow(CSV_COLUMNS)
+        for g in comparison.groups:
+            variant = [g.game, g.variant.label, *g.variant]
+            for run, score, area in zip(g.runs, g.final_scores, g.areas):
+                hns = human_normalized(score, g.game) if g.game in ATARI_REFERENCE_SCORES else math.nan
+                for metric, value in (("final_score", score), ("auc", area), ("human_normalized", hns)):
+                    out.writerow(["run", *variant, metric, "", 1, value, math.nan, math.nan, run.path, run.status])
+            for metric, estimate in (("final_score", g.final), ("auc", g.area)):
+                out.writerow(["score", *variant, metric, "", len(g.scored), *estimate, "", ""])
+            for metric, estimates in g.diagnostics.items():
+                for step, count, estimate in zip(g.steps, g.counts, estimates):
+                    out.writerow(["diagnostics", *variant, metric, step, count, *estimate, "", ""])
+        for a in comparison.aggregates:
+            for name, estimate in a.estimates.items():
+                variant = ["+".join(a.games), a.variant.label, *a.variant]
+                out.writerow(["aggregate", *variant, f"hns_{name}", "", sum(a.runs_per_game), *estimate, "", ""])
 
 
 def plot(comparison: Comparison, folder: str, reps: int, seed: int) -> list[str]:
-    """PNG figures per game: learning curves, and the representation's diagnostics, shaded 95% CIs."""
+    """PNG figures per game: the learning curves and the representation's diagnostics, with shaded 95% CIs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -581,63 +414,44 @@ def plot(comparison: Comparison, folder: str, reps: int, seed: int) -> list[str]
 
     os.makedirs(folder, exist_ok=True)
     written = []
-    for game in sorted(set(comparison.curves) | set(comparison.diagnostics)):
-        if game in comparison.curves:
-            fig, ax = plt.subplots(figsize=(6.4, 4.2))
-            for variant, (grid, curves) in comparison.curves[game].items():
-                mean, low, high = _band(curves, reps, seed)
-                line = ax.plot(grid, mean, label=f"{variant_label(variant)}, {_seeds(len(curves))}")[0]
-                ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
-            ax.set(title=f"{game}: episodic return (mean over seeds, 95% CI)", xlabel="agent steps", ylabel="return")
+    for game in sorted({g.game for g in comparison.groups}):
+        groups = [g for g in comparison.groups if g.game == game and g.scored]
+        if groups:
+            fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="tight")
+            for g in groups:  # the mean and CI over the runs defined at each point
+                mean, low, high = np.array([mean_ci(c[~np.isnan(c)], reps, seed) for c in g.curves.T]).T
+                line = ax.plot(g.grid, mean, label=f"{g.variant.label}, {_runs(g.scored)}")[0]
+                ax.fill_between(g.grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.set(title=f"{game}: episodic return ({_what([len(g.scored) for g in groups])})", ylabel="return")
+            ax.set_xlabel("agent steps")
             ax.legend(fontsize=8)
             ax.grid(alpha=0.3)
-            written.append(_save(fig, os.path.join(folder, f"{game}_returns.png")))
-        if game in comparison.diagnostics:
-            fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+            written.append(os.path.join(folder, f"{game}_returns.png"))
+            fig.savefig(written[-1], dpi=110)
+            plt.close(fig)
+        groups = [g for g in comparison.groups if g.game == game and g.diagnostics]
+        if groups:
+            fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True, layout="tight")
             for ax, metric in zip(axes.ravel(), DIAGNOSTIC_METRICS):
-                for variant, per_metric in comparison.diagnostics[game].items():
-                    if metric in per_metric:
-                        steps, stats = per_metric[metric]
-                        line = ax.plot(steps, stats[:, 0], marker=".", label=variant_label(variant))[0]
-                        ax.fill_between(steps, stats[:, 1], stats[:, 2], color=line.get_color(), alpha=0.2)
-                ax.set_title(metric.replace("_", " "))
+                for g in (g for g in groups if metric in g.diagnostics):
+                    mean, low, high = g.diagnostics[metric].T
+                    line = ax.plot(g.steps, mean, marker=".", label=f"{g.variant.label}, {_runs(g.runs)}")[0]
+                    ax.fill_between(g.steps, low, high, color=line.get_color(), alpha=0.2)
+                ax.set(title=metric.replace("_", " "), xlabel="agent steps" if metric in DIAGNOSTIC_METRICS[2:] else "")
                 ax.grid(alpha=0.3)
-            for ax in axes[1]:
-                ax.set_xlabel("agent steps")
             axes[0, 0].legend(fontsize=7)
-            fig.suptitle(f"{game}: representation layer (mean over seeds, 95% CI)")
-            written.append(_save(fig, os.path.join(folder, f"{game}_diagnostics.png")))
+            fig.suptitle(f"{game}: representation layer ({_what([int(g.counts.max()) for g in groups])})")
+            written.append(os.path.join(folder, f"{game}_diagnostics.png"))
+            fig.savefig(written[-1], dpi=110)
+            plt.close(fig)
     return written
 
 
-def _seeds(count: int) -> str:
-    return "1 seed" if count == 1 else f"{count} seeds"
-
-
-def _save(fig, path: str) -> str:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    fig.clf()
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return path
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Compare runs over seeds: scores, human-normalised aggregates and representation diagnostics."
-    )
+    parser = argparse.ArgumentParser(description="Compare runs over seeds: scores, normalised aggregates, diagnostics.")
     parser.add_argument("folders", nargs="+", help="run folders, or folders that hold runs (e.g. runs)")
     parser.add_argument("--last-episodes", type=int, default=100, help="games per run in the final score (100)")
-    parser.add_argument(
-        "--steps",
-        type=int,
-        help="compare every run up to this step; shorter runs are left out (default: per game, its shortest run)",
-    )
+    parser.add_argument("--steps", type=int, help="runs up to this step; shorter runs left out (default: the shortest)")
     parser.add_argument("--points", type=int, default=50, help="windows of the learning curve (50)")
     parser.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap replicates (10,000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (0)")
@@ -645,26 +459,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--plot", metavar="DIR", help="also write PNG figures per game to this folder (matplotlib)")
     args = parser.parse_args(argv)
 
-    checks = [
-        (args.last_episodes < 1, "--last-episodes must be at least 1"),
-        (args.points < 1, "--points must be at least 1"),
-        (args.bootstrap < 1, "--bootstrap must be at least 1"),
-        (args.steps is not None and args.steps < 1, "--steps must be at least 1"),
-    ]
-    checks += [(not os.path.isdir(f), f"{f}: no such folder") for f in args.folders]
-    if args.csv:
-        csv_folder = os.path.dirname(os.path.abspath(args.csv))
-        checks.append((not os.path.isdir(csv_folder), f"--csv {args.csv}: folder {csv_folder} does not exist"))
-    for failed, message in checks:
-        if failed:
-            print(f"error: {message}", file=sys.stderr)
-            return 2
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            print("error: --plot needs matplotlib (pip install matplotlib)", file=sys.stderr)
-            return 2
+    counts = {
+        "last-episodes": args.last_episodes,
+        "points": args.points,
+        "bootstrap": args.bootstrap,
+        "steps": args.steps,
+    }
+    errors = [f"--{flag} must be at least 1" for flag, value in counts.items() if value is not None and value < 1]
+    errors += [f"{folder}: no such folder" for folder in args.folders if not os.path.isdir(folder)]
+    csv_folder = os.path.dirname(os.path.abspath(args.csv or "."))
+    errors += [] if os.path.isdir(csv_folder) else [f"--csv {args.csv}: folder {csv_folder} does not exist"]
+    errors += ["--plot needs matplotlib (pip install matplotlib)"] if args.plot and not find_spec("matplotlib") else []
+    if errors:
+        print(f"error: {errors[0]}", file=sys.stderr)
+        return 2
 
     runs = []
     for folder in find_run_folders(args.folders):
@@ -677,10 +485,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     comparison = compare(runs, args.last_episodes, args.points, args.bootstrap, args.seed, args.steps)
-    print(f"{len(runs)} runs\n")
-    print(tables(comparison, args.last_episodes))
-    for note in comparison.notes:
-        print(f"note: {note}")
+    print(f"{len(runs)} runs\n\n{tables(comparison, args.last_episodes)}")
+    print("".join(f"note: {note}\n" for note in comparison.notes), end="")
     if args.csv:
         write_csv(comparison, args.csv)
         print(f"wrote {args.csv}")

@@ -2,9 +2,7 @@
 
 Deep Q-learning (Mnih et al. 2015: replay memory, target network, epsilon-greedy) on one game, with a Q-network
 whose final hidden layer is the element-wise product of two tanh layers, h = tanh(W1 z + b1) * tanh(W2 z + b2),
-on top of the Nature-CNN convolutions; --no-hadamard gives the plain layer h = tanh(W z + b). The replay memory
-keeps each 84x84 frame once (about 7 GB for the default 1,000,000 transitions) and rebuilds the frame stacks
-when it samples them. A lost life is terminal for learning; a game cut by the time limit is not.
+on top of the Nature-CNN convolutions; --no-hadamard gives the plain layer h = tanh(W z + b).
 
 Run:
     python dqn_atari_hadamard.py --env-id Breakout-v5
@@ -103,13 +101,9 @@ def atari_game(env_id: str) -> str:
 
 
 def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repeat_action_probability: float = 0.0):
-    """ale-py's C++ vector env with the usual Atari preprocessing (docs/protocol.md).
-
-    Frame skip 4 with a max-pool of the last two frames, 84x84 grayscale, stacks of 4 frames (zero-padded at a game's
-    start), up to 30 no-op starts, FIRE at reset where the game needs it, sticky actions, a time limit. Rewards come
-    raw (learning clips them to their sign); a lost life is no episode end here (EpisodeTracker sees it in
-    info["lives"]); NEXT_STEP autoreset: the step after a game ends only resets that env.
-    """
+    """ale-py's C++ vector env with the references' Atari preprocessing (docs/protocol.md). Rewards come raw
+    (learning clips them to their sign), a lost life is no episode end here (EpisodeTracker sees it in
+    info["lives"]), and NEXT_STEP autoreset: the step after a game ends only resets that env."""
     from ale_py.vector_env import AtariVectorEnv
 
     return AtariVectorEnv(
@@ -408,13 +402,13 @@ def train(args: Args) -> int:
 
     # TRY NOT TO MODIFY: start the game (a resumed run restores its checkpoint, then plays a fresh game)
     parts = dict(target_network=target_network, optimizer=optimizer, replay_memory=rb, probe_generator=probe_generator)
-    global_step = run.restore(q_network, **parts)
+    global_step = run.start(q_network, **parts)
     obs, info = envs.reset(seed=run.games_seed)
     tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     epsilon_duration = args.exploration_fraction * args.total_timesteps
     if args.learning_starts >= args.total_timesteps:
         say(
-            f"note: --learning-starts ({args.learning_starts:,}) >= --total-timesteps: this run only collects experience"
+            f"note: --learning-starts ({args.learning_starts:,}) >= --total-timesteps: the run only collects experience"
         )
 
     with run:  # an error or a second Ctrl-C ends the loop here, and run.end below records it
@@ -438,7 +432,7 @@ def train(args: Args) -> int:
                 data = rb.sample(args.batch_size, device)
                 with torch.no_grad():
                     td_target = td_targets(data.rewards, target_network(data.next_obs), data.terminals, args.gamma)
-                loss, old_val = td_loss(q_network(data.obs), data.actions, td_target)
+                loss, q_taken = td_loss(q_network(data.obs), data.actions, td_target)
 
                 optimizer.zero_grad()
                 loss.backward()
@@ -446,7 +440,7 @@ def train(args: Args) -> int:
 
                 if global_step % 100 == 0:
                     writer.add_scalar("losses/td_loss", loss, global_step)
-                    writer.add_scalar("losses/q_values", old_val.mean(), global_step)
+                    writer.add_scalar("losses/q_values", q_taken.mean(), global_step)
 
             # update the target network: target <- tau * online + (1 - tau) * target, a hard copy with tau = 1
             if global_step > args.learning_starts and global_step % args.target_network_frequency == 0:
@@ -455,7 +449,7 @@ def train(args: Args) -> int:
                         target_param.lerp_(param, args.tau)
 
             # TRY NOT TO MODIFY: the step's results; log the games that ended
-            resetting = tracker.resetting[0]
+            resetting = tracker.resetting[0]  # before tracker.step moves on: a reset step stores nothing below
             next_obs, rewards, terminations, truncations, info = envs.recv()
             is_transition, life_lost, finished = tracker.step(rewards, terminations, truncations, info["lives"])
             for _, score, length in finished:
@@ -463,10 +457,10 @@ def train(args: Args) -> int:
                 writer.add_scalar("charts/episodic_return", score, global_step)
                 writer.add_scalar("charts/episodic_length", length, global_step)
 
-            # ALGO LOGIC: store the transition. A lost life is terminal for the TD target while the game goes on
-            # (next_obs continues the same frame stack); a time-limit truncation is not terminal (next_obs is the
-            # true final obs); either end of the game makes the next stored obs a new game's reset obs. A forced
-            # FIRE's frame is stored (the stacks after it need it) as no transition; a reset step stores nothing.
+            # ALGO LOGIC: store the transition (rb.add clips the reward to its sign). A lost life is terminal for the
+            # TD target while the game goes on (next_obs continues the same frame stack); a time-limit truncation is
+            # not (next_obs is the true final obs); either end of the game makes the next stored obs a reset obs.
+            # A forced FIRE's frame is stored (later stacks need it) as no transition; a reset step stores nothing.
             if not resetting:
                 terminal, game_over = terminations[0] or life_lost[0], terminations[0] or truncations[0]
                 rb.add(obs[0], next_obs[0], actions[0], rewards[0], terminal, game_over, is_transition[0])
@@ -499,13 +493,13 @@ def train(args: Args) -> int:
                 break
     envs.close()
 
-    # TRY NOT TO MODIFY: keep what the run reached, evaluate it when its training is over, record how it ended
+    # TRY NOT TO MODIFY: keep what the run reached (--save-model: evaluate it once trained), record how it ended
     return run.end(global_step, training_over=global_step >= args.total_timesteps, device=device)
 
 
 # ======================================================================================================================
-# The algorithm ends here. Below: the evaluation, then what keeps long runs safe (signals, checkpoints and resume,
-# status.json, the console; docs/long-runs.md) and the argument checks. The three scripts share it line for line.
+# The algorithm ends here. Below: this algorithm's evaluation and argument rules, then from EXIT_CRASHED on a block
+# the three scripts share line for line: signals, checkpoints and resume, status.json, the console, the checks.
 # ======================================================================================================================
 
 
@@ -651,8 +645,9 @@ class Run:
         self.stop, self.recent_returns = StopRequest(), deque(maxlen=20)  # the latest full-game scores, for the console
         self.games_seed = args.seed
 
-    def restore(self, network: nn.Module, **parts) -> int:
-        """Names what a checkpoint holds; a resumed run loads it back. Returns the step the run starts from."""
+    def start(self, network: nn.Module, **parts) -> int:
+        """Starts the clock and names what a checkpoint holds; a resumed run loads it all back. Returns the step the
+        run starts from (0 for a new run) and sets games_seed, the seed of the games it starts."""
         self.parts, self.start_time = {"network": network, **parts}, time.time()
         self.last_print = self.start_time
         parameters, device = sum(p.numel() for p in network.parameters()), next(network.parameters()).device
@@ -715,7 +710,8 @@ class Run:
             returns = f"{np.mean(scores):.1f} (mean of last {len(scores)})" if scores else "-"
             eta = (total - step) / max(sps, 1e-9) / 60
             say(
-                f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta:.0f} min | return {returns}"
+                f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta:.0f} min | "
+                f"return {returns}"
             )
 
     def __enter__(self):
@@ -866,7 +862,8 @@ def check_args(args: Args) -> None:
         ),
         (
             args.diagnostics_interval > 0 and args.diagnostics_samples < args.hidden_dim,
-            f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) to measure the rank",
+            f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
+            "to measure the rank",
         ),
         (args.checkpoint_interval > 0 and not args.save_model, "--checkpoint-interval needs --save-model"),
         (args.eval_only and args.resume is None, "--eval-only needs --resume RUN_DIR, the run whose model it plays"),
@@ -905,7 +902,8 @@ def resumed_args(given: Args, given_names: set[str]) -> Args:
         raise ValueError(f"--resume {run_dir}: a run of {status.get('script')}, not of {script}")
     for name in sorted(given_names - {"resume", "eval_only", "cuda", "eval_episodes"}):  # given on the command line
         raise ValueError(
-            f"--resume continues a run with its own arguments: --{name.replace('_', '-')} cannot change (only --cuda/--no-cuda and --eval-episodes can)"
+            f"--resume continues a run with its own arguments: --{name.replace('_', '-')} cannot change "
+            "(only --cuda/--no-cuda and --eval-episodes can)"
         )
     args = Args(**{field.name: saved[field.name] for field in dataclasses.fields(Args) if field.name in saved})
     args.resume, args.eval_only = run_dir, given.eval_only

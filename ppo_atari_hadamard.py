@@ -3,8 +3,7 @@
 Proximal Policy Optimization (clipped objective, GAE) with 8 parallel games and an actor-critic that shares one
 trunk: the Nature-CNN convolutions, then a representation whose units are the element-wise product of two tanh
 layers, h = tanh(W1 z + b1) * tanh(W2 z + b2), then a policy head and a value head. --no-hadamard gives the
-plain layer h = tanh(W z + b). A game cut by the time limit bootstraps from the value of its final observation;
-a lost life is terminal for learning.
+plain layer h = tanh(W z + b).
 
 Run:
     python ppo_atari_hadamard.py --env-id Breakout-v5
@@ -107,13 +106,9 @@ def atari_game(env_id: str) -> str:
 
 
 def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repeat_action_probability: float = 0.0):
-    """ale-py's C++ vector env with the usual Atari preprocessing (docs/protocol.md).
-
-    Frame skip 4 with a max-pool of the last two frames, 84x84 grayscale, stacks of 4 frames (zero-padded at a game's
-    start), up to 30 no-op starts, FIRE at reset where the game needs it, sticky actions, a time limit. Rewards come
-    raw (learning clips them to their sign); a lost life is no episode end here (EpisodeTracker sees it in
-    info["lives"]); NEXT_STEP autoreset: the step after a game ends only resets that env.
-    """
+    """ale-py's C++ vector env with the references' Atari preprocessing (docs/protocol.md). Rewards come raw
+    (learning clips them to their sign), a lost life is no episode end here (EpisodeTracker sees it in
+    info["lives"]), and NEXT_STEP autoreset: the step after a game ends only resets that env."""
     from ale_py.vector_env import AtariVectorEnv
 
     return AtariVectorEnv(
@@ -249,17 +244,17 @@ class Agent(nn.Module):
         return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
 
 
-def compute_gae(rewards, values, next_value, terminals, truncated, is_transition, gamma: float, gae_lambda: float):
+def compute_gae(rewards, values, next_value, terminals, is_transition, gamma: float, gae_lambda: float):
     """Generalized advantage estimates and value targets of one rollout, (num_steps, num_envs) tensors.
 
     rewards[t], values[t]: the clipped reward of step t and V(obs[t]); next_value: V of the obs after the rollout.
-    terminals[t]: step t lost a life or ended the game (no bootstrap); truncated[t]: the time limit cut the game at
-    step t; is_transition[t]: False on the steps that are not the agent's (EpisodeTracker).
-    With NEXT_STEP autoreset the obs that the step ending a game returns is that game's true final obs: it is
-    obs[t + 1], so values[t + 1] is what a truncated game bootstraps from:
+    terminals[t]: step t lost a life or ended the game (no bootstrap); is_transition[t]: False on the steps that are
+    not the agent's (EpisodeTracker). With NEXT_STEP autoreset the obs that the step ending a game returns is that
+    game's true final obs: obs[t + 1], so a game cut by the time limit bootstraps from values[t + 1]:
         delta[t] = r[t] + gamma * (1 - terminal[t]) * V(obs[t + 1]) - V(obs[t]).
-    The recursion A[t] = delta[t] + gamma * lambda * A[t + 1] is cut after every terminal or truncated step, so it
-    never runs into the next game; a step that is not the agent's gets advantage 0 (and is left out of the loss).
+    The recursion A[t] = delta[t] + gamma * lambda * A[t + 1] never runs into the next game: it is cut after a
+    terminal step, and after a truncated one the reset step that follows has advantage 0, as every step that is not
+    the agent's (it is left out of the loss too).
     """
     num_steps = rewards.shape[0]
     advantages = torch.zeros_like(rewards)
@@ -267,8 +262,7 @@ def compute_gae(rewards, values, next_value, terminals, truncated, is_transition
     for t in reversed(range(num_steps)):
         next_values = next_value if t == num_steps - 1 else values[t + 1]
         delta = rewards[t] + gamma * (1.0 - terminals[t]) * next_values - values[t]
-        game_goes_on = (1.0 - terminals[t]) * (1.0 - truncated[t])  # else the recursion is cut here
-        last_advantage = (delta + gamma * gae_lambda * game_goes_on * last_advantage) * is_transition[t]
+        last_advantage = (delta + gamma * gae_lambda * (1.0 - terminals[t]) * last_advantage) * is_transition[t]
         advantages[t] = last_advantage
     return advantages, advantages + values
 
@@ -339,11 +333,10 @@ def train(args: Args) -> int:
     values = torch.zeros((args.num_steps, args.num_envs), device=device)
     rewards = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)
     terminals = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)  # game over or lost life: no bootstrap
-    truncated = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)  # cut by the time limit
     is_transition = np.zeros((args.num_steps, args.num_envs), dtype=bool)  # False on the steps not the agent's
 
     # TRY NOT TO MODIFY: start the games (a resumed run restores its checkpoint, then plays fresh games)
-    global_step = run.restore(agent, optimizer=optimizer, probe_generator=probe_generator)
+    global_step = run.start(agent, optimizer=optimizer, probe_generator=probe_generator)
     next_obs, info = envs.reset(seed=run.games_seed)
     next_obs = torch.from_numpy(next_obs).to(device)
     tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
@@ -377,7 +370,6 @@ def train(args: Args) -> int:
                 # a lost life is terminal for learning; a game cut by the time limit is not: obs_np is its true final
                 # obs, whose value the next (reset) step computes and GAE bootstraps from (see compute_gae)
                 terminals[step] = is_transition[step] & (terminations | life_lost)
-                truncated[step] = is_transition[step] & truncations
                 for _, score, length in finished:
                     run.recent_returns.append(score)
                     writer.add_scalar("charts/episodic_return", score, global_step)
@@ -386,10 +378,8 @@ def train(args: Args) -> int:
             # ALGO LOGIC: advantages. V(next_obs) is also the bootstrap of a game truncated at the last step
             with torch.no_grad():
                 next_value = agent.get_value(next_obs).flatten()
-            r, term, trunc, trans = (
-                torch.from_numpy(x).to(device) for x in (rewards, terminals, truncated, is_transition)
-            )
-            advantages, returns = compute_gae(r, values, next_value, term, trunc, trans, args.gamma, args.gae_lambda)
+            r, term, trans = (torch.from_numpy(x).to(device) for x in (rewards, terminals, is_transition))
+            advantages, returns = compute_gae(r, values, next_value, term, trans, args.gamma, args.gae_lambda)
 
             # flatten the batch
             b_obs = obs.flatten(0, 1)
@@ -463,13 +453,13 @@ def train(args: Args) -> int:
                 break
     envs.close()
 
-    # TRY NOT TO MODIFY: keep what the run reached, evaluate it when its training is over, record how it ended
+    # TRY NOT TO MODIFY: keep what the run reached (--save-model: evaluate it once trained), record how it ended
     return run.end(global_step, training_over=global_step >= args.num_iterations * args.batch_size, device=device)
 
 
 # ======================================================================================================================
-# The algorithm ends here. Below: the evaluation, then what keeps long runs safe (signals, checkpoints and resume,
-# status.json, the console; docs/long-runs.md) and the argument checks. The three scripts share it line for line.
+# The algorithm ends here. Below: this algorithm's evaluation and argument rules, then from EXIT_CRASHED on a block
+# the three scripts share line for line: signals, checkpoints and resume, status.json, the console, the checks.
 # ======================================================================================================================
 
 
@@ -607,8 +597,9 @@ class Run:
         self.stop, self.recent_returns = StopRequest(), deque(maxlen=20)  # the latest full-game scores, for the console
         self.games_seed = args.seed
 
-    def restore(self, network: nn.Module, **parts) -> int:
-        """Names what a checkpoint holds; a resumed run loads it back. Returns the step the run starts from."""
+    def start(self, network: nn.Module, **parts) -> int:
+        """Starts the clock and names what a checkpoint holds; a resumed run loads it all back. Returns the step the
+        run starts from (0 for a new run) and sets games_seed, the seed of the games it starts."""
         self.parts, self.start_time = {"network": network, **parts}, time.time()
         self.last_print = self.start_time
         parameters, device = sum(p.numel() for p in network.parameters()), next(network.parameters()).device
@@ -671,7 +662,8 @@ class Run:
             returns = f"{np.mean(scores):.1f} (mean of last {len(scores)})" if scores else "-"
             eta = (total - step) / max(sps, 1e-9) / 60
             say(
-                f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta:.0f} min | return {returns}"
+                f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta:.0f} min | "
+                f"return {returns}"
             )
 
     def __enter__(self):
@@ -822,7 +814,8 @@ def check_args(args: Args) -> None:
         ),
         (
             args.diagnostics_interval > 0 and args.diagnostics_samples < args.hidden_dim,
-            f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) to measure the rank",
+            f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
+            "to measure the rank",
         ),
         (args.checkpoint_interval > 0 and not args.save_model, "--checkpoint-interval needs --save-model"),
         (args.eval_only and args.resume is None, "--eval-only needs --resume RUN_DIR, the run whose model it plays"),
@@ -861,7 +854,8 @@ def resumed_args(given: Args, given_names: set[str]) -> Args:
         raise ValueError(f"--resume {run_dir}: a run of {status.get('script')}, not of {script}")
     for name in sorted(given_names - {"resume", "eval_only", "cuda", "eval_episodes"}):  # given on the command line
         raise ValueError(
-            f"--resume continues a run with its own arguments: --{name.replace('_', '-')} cannot change (only --cuda/--no-cuda and --eval-episodes can)"
+            f"--resume continues a run with its own arguments: --{name.replace('_', '-')} cannot change "
+            "(only --cuda/--no-cuda and --eval-episodes can)"
         )
     args = Args(**{field.name: saved[field.name] for field in dataclasses.fields(Args) if field.name in saved})
     args.resume, args.eval_only = run_dir, given.eval_only

@@ -102,13 +102,9 @@ def atari_game(env_id: str) -> str:
 
 
 def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repeat_action_probability: float = 0.0):
-    """ale-py's C++ vector env with the usual Atari preprocessing (docs/protocol.md).
-
-    Frame skip 4 with a max-pool of the last two frames, 84x84 grayscale, stacks of 4 frames (zero-padded at a game's
-    start), up to 30 no-op starts, FIRE at reset where the game needs it, sticky actions, a time limit. Rewards come
-    raw (learning clips them to their sign); a lost life is no episode end here (EpisodeTracker sees it in
-    info["lives"]); NEXT_STEP autoreset: the step after a game ends only resets that env.
-    """
+    """ale-py's C++ vector env with the references' Atari preprocessing (docs/protocol.md). Rewards come raw
+    (learning clips them to their sign), a lost life is no episode end here (EpisodeTracker sees it in
+    info["lives"]), and NEXT_STEP autoreset: the step after a game ends only resets that env."""
     from ale_py.vector_env import AtariVectorEnv
 
     return AtariVectorEnv(
@@ -273,9 +269,9 @@ def q_lambda_returns(
         G[t] = r[t] + gamma * (1 - terminal[t]) * (lambda * G[t + 1] + (1 - lambda) * maxQ(obs[t + 1]))
         with G[num_steps] = maxQ(obs[num_steps]), the obs after the rollout.
 
-    rewards, terminals (1 where a life was lost or the game ended at step t) and is_transition (False on the
-    steps that are not the agent's) are (num_steps, num_envs); max_q (num_steps + 1, num_envs) holds maxQ(obs[t]) cached during
-    the rollout and, last, maxQ(obs[num_steps]). Where step t + 1 is no transition, G[t + 1] is replaced by
+    rewards, terminals (1 where a life was lost or the game ended at step t) and is_transition (False on the steps
+    that are not the agent's) are (num_steps, num_envs); max_q (num_steps + 1, num_envs) holds maxQ(obs[t]) cached
+    during the rollout and, last, maxQ(obs[num_steps]). Where step t + 1 is no transition, G[t + 1] is replaced by
     maxQ(obs[t + 1]), the max-Q of the obs step t returned: the recursion stops there, and a truncated game
     bootstraps from its final obs. Such a step's own target is meaningless; the update leaves it out of the batch.
     lambda = 0 gives the one-step targets.
@@ -342,7 +338,7 @@ def train(args: Args) -> int:
     is_transition = np.zeros((args.num_steps, args.num_envs), dtype=bool)  # False on the steps not the agent's
 
     # TRY NOT TO MODIFY: start the games (a resumed run restores its checkpoint, then plays fresh games)
-    global_step = run.restore(q_network, optimizer=optimizer, probe_generator=probe_generator)
+    global_step = run.start(q_network, optimizer=optimizer, probe_generator=probe_generator)
     next_obs, info = envs.reset(seed=run.games_seed)
     next_obs = torch.from_numpy(next_obs).to(device)
     tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
@@ -385,7 +381,8 @@ def train(args: Args) -> int:
                     writer.add_scalar("charts/episodic_return", score, global_step)
                     writer.add_scalar("charts/episodic_length", length, global_step)
 
-            # ALGO LOGIC: Q(lambda) targets from the max-Q values cached during the rollout (no target network)
+            # ALGO LOGIC: Q(lambda) targets from the max-Q values cached while acting, fixed over the epochs below:
+            # they stand in for a target network
             with torch.no_grad():
                 max_q[args.num_steps] = q_network(next_obs).max(dim=1).values
             r, term, trans = (torch.from_numpy(x).to(device) for x in (rewards, terminals, is_transition))
@@ -412,9 +409,9 @@ def train(args: Args) -> int:
                     num_minibatch_updates += 1
 
             # TRY NOT TO MODIFY: record losses for plotting purposes (one host copy per update)
-            td_loss, q_values = (loss_sums / num_minibatch_updates).tolist()
-            writer.add_scalar("losses/td_loss", td_loss, global_step)
-            writer.add_scalar("losses/q_values", q_values, global_step)
+            mean_loss, mean_q = (loss_sums / num_minibatch_updates).tolist()
+            writer.add_scalar("losses/td_loss", mean_loss, global_step)
+            writer.add_scalar("losses/q_values", mean_q, global_step)
             writer.add_scalar("charts/epsilon", epsilon, global_step)
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
 
@@ -440,13 +437,13 @@ def train(args: Args) -> int:
                 break
     envs.close()
 
-    # TRY NOT TO MODIFY: keep what the run reached, evaluate it when its training is over, record how it ended
+    # TRY NOT TO MODIFY: keep what the run reached (--save-model: evaluate it once trained), record how it ended
     return run.end(global_step, training_over=global_step >= args.num_iterations * args.batch_size, device=device)
 
 
 # ======================================================================================================================
-# The algorithm ends here. Below: the evaluation, then what keeps long runs safe (signals, checkpoints and resume,
-# status.json, the console; docs/long-runs.md) and the argument checks. The three scripts share it line for line.
+# The algorithm ends here. Below: this algorithm's evaluation and argument rules, then from EXIT_CRASHED on a block
+# the three scripts share line for line: signals, checkpoints and resume, status.json, the console, the checks.
 # ======================================================================================================================
 
 
@@ -589,8 +586,9 @@ class Run:
         self.stop, self.recent_returns = StopRequest(), deque(maxlen=20)  # the latest full-game scores, for the console
         self.games_seed = args.seed
 
-    def restore(self, network: nn.Module, **parts) -> int:
-        """Names what a checkpoint holds; a resumed run loads it back. Returns the step the run starts from."""
+    def start(self, network: nn.Module, **parts) -> int:
+        """Starts the clock and names what a checkpoint holds; a resumed run loads it all back. Returns the step the
+        run starts from (0 for a new run) and sets games_seed, the seed of the games it starts."""
         self.parts, self.start_time = {"network": network, **parts}, time.time()
         self.last_print = self.start_time
         parameters, device = sum(p.numel() for p in network.parameters()), next(network.parameters()).device
@@ -653,7 +651,8 @@ class Run:
             returns = f"{np.mean(scores):.1f} (mean of last {len(scores)})" if scores else "-"
             eta = (total - step) / max(sps, 1e-9) / 60
             say(
-                f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta:.0f} min | return {returns}"
+                f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta:.0f} min | "
+                f"return {returns}"
             )
 
     def __enter__(self):
@@ -804,7 +803,8 @@ def check_args(args: Args) -> None:
         ),
         (
             args.diagnostics_interval > 0 and args.diagnostics_samples < args.hidden_dim,
-            f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) to measure the rank",
+            f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
+            "to measure the rank",
         ),
         (args.checkpoint_interval > 0 and not args.save_model, "--checkpoint-interval needs --save-model"),
         (args.eval_only and args.resume is None, "--eval-only needs --resume RUN_DIR, the run whose model it plays"),
@@ -843,7 +843,8 @@ def resumed_args(given: Args, given_names: set[str]) -> Args:
         raise ValueError(f"--resume {run_dir}: a run of {status.get('script')}, not of {script}")
     for name in sorted(given_names - {"resume", "eval_only", "cuda", "eval_episodes"}):  # given on the command line
         raise ValueError(
-            f"--resume continues a run with its own arguments: --{name.replace('_', '-')} cannot change (only --cuda/--no-cuda and --eval-episodes can)"
+            f"--resume continues a run with its own arguments: --{name.replace('_', '-')} cannot change "
+            "(only --cuda/--no-cuda and --eval-episodes can)"
         )
     args = Args(**{field.name: saved[field.name] for field in dataclasses.fields(Args) if field.name in saved})
     args.resume, args.eval_only = run_dir, given.eval_only

@@ -40,37 +40,45 @@ def test_human_normalisation_uses_the_reference_table():
         cr.human_normalized(1.0, "adventure")
 
 
+MEAN, MEDIAN, IQM = cr.AGGREGATES["mean"], cr.AGGREGATES["median"], cr.AGGREGATES["iqm"]
+
+
 def test_aggregates_weigh_games_and_runs_as_rliable_does():
     scores = [np.array([0.0, 1.0]), np.array([2.0]), np.array([10.0, 20.0, 30.0, 40.0])]
-    assert cr.mean_of_game_means(scores) == pytest.approx((0.5 + 2.0 + 25.0) / 3)
-    assert cr.median_of_game_means(scores) == 2.0
-    assert cr.iqm_of_all_runs(scores) == pytest.approx(np.mean([1.0, 2.0, 10.0, 20.0, 30.0]))  # 7 runs, 1 cut
+    assert MEAN(scores) == pytest.approx((0.5 + 2.0 + 25.0) / 3)
+    assert MEDIAN(scores) == 2.0
+    assert IQM(scores) == pytest.approx(np.mean([1.0, 2.0, 10.0, 20.0, 30.0]))  # 7 runs, 1 cut
 
 
 def test_bootstrap_ci_known_answers():
     # Two values: the resampled means are 0, 0.5 or 1 with probabilities 1/4, 1/2, 1/4.
-    assert cr.stratified_bootstrap_ci([[0.0, 1.0]], cr.mean_of_game_means, reps=10_000, seed=0) == (0.0, 1.0)
-    assert cr.stratified_bootstrap_ci([[3.0, 3.0, 3.0]], cr.mean_of_game_means) == (3.0, 3.0)
+    assert cr.stratified_bootstrap_ci([[0.0, 1.0]], MEAN, reps=10_000, seed=0) == (0.0, 1.0)
+    assert cr.stratified_bootstrap_ci([[3.0, 3.0, 3.0]], MEAN) == (3.0, 3.0)
     # The mean of 1..5 on a fixed seed: resampled means are multiples of 0.2, and the 2.5% and 97.5% percentiles
     # fall on 1.8 and 4.2, as the normal approximation 3 +- 1.96 * sqrt(2 / 5) = (1.76, 4.24) suggests.
-    ci = cr.stratified_bootstrap_ci([[1.0, 2.0, 3.0, 4.0, 5.0]], cr.mean_of_game_means, reps=10_000, seed=7)
+    ci = cr.stratified_bootstrap_ci([[1.0, 2.0, 3.0, 4.0, 5.0]], MEAN, reps=10_000, seed=7)
     assert ci == pytest.approx((1.8, 4.2))
-    assert ci == cr.stratified_bootstrap_ci([[1.0, 2.0, 3.0, 4.0, 5.0]], cr.mean_of_game_means, seed=7)
+    assert ci == cr.stratified_bootstrap_ci([[1.0, 2.0, 3.0, 4.0, 5.0]], MEAN, seed=7)
 
 
 def test_bootstrap_resamples_within_each_game():
     # Every replicate keeps three 0s in the first game and three 1s in the second, so the statistics cannot move;
     # a bootstrap that pooled the games would mix them and give a wide interval.
     games = [[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]
-    assert cr.stratified_bootstrap_ci(games, cr.mean_of_game_means) == (0.5, 0.5)
-    assert cr.stratified_bootstrap_ci(games, cr.iqm_of_all_runs) == (0.5, 0.5)
+    assert cr.stratified_bootstrap_ci(games, MEAN) == (0.5, 0.5)
+    assert cr.stratified_bootstrap_ci(games, IQM) == (0.5, 0.5)
     # Games keep their own number of runs.
-    assert cr.stratified_bootstrap_ci([[1.0], [2.0, 2.0, 2.0, 2.0]], cr.iqm_of_all_runs) == (2.0, 2.0)
+    assert cr.stratified_bootstrap_ci([[1.0], [2.0, 2.0, 2.0, 2.0]], IQM) == (2.0, 2.0)
 
 
-def test_mean_ci_of_one_seed_has_no_interval():
+def test_one_run_per_game_has_no_interval():
     mean, low, high = cr.mean_ci([4.0])
     assert mean == 4.0 and math.isnan(low) and math.isnan(high)
+    assert all(math.isnan(x) for x in cr.mean_ci([]))
+    # one run in every game: nothing to resample, no interval (not a zero-width one)
+    assert all(math.isnan(x) for x in cr.stratified_bootstrap_ci([[0.2], [0.4]], MEAN))
+    mean, low, high = cr.mean_ci([1.0, 3.0], reps=1000)
+    assert mean == 2.0 and (low, high) == (1.0, 3.0)
 
 
 def test_learning_curve_area_and_final_score():
@@ -86,58 +94,100 @@ def test_learning_curve_area_and_final_score():
     assert math.isnan(cr.final_score(steps, returns, horizon=5, last_episodes=2))
 
 
-def test_game_and_algorithm_from_the_arguments():
+def test_game_from_the_env_id():
     assert cr.game_id("Breakout-v5") == "breakout"
     assert cr.game_id("ALE/SpaceInvaders-v5") == "space_invaders"
     assert cr.game_id("ms_pacman") == "ms_pacman"
-    assert cr.game_id("MontezumaRevenge-v5") in cr.ATARI_REFERENCE_SCORES
-    assert cr.infer_algorithm({"buffer_size": 10, "exp_name": "x"}) == "dqn"
-    assert cr.infer_algorithm({"gae_lambda": 0.95}) == "ppo"
-    assert cr.infer_algorithm({"q_lambda": 0.65}) == "pqn"
-    assert cr.infer_algorithm({"exp_name": "pqn_atari_hadamard"}) == "pqn"
-    assert cr.infer_algorithm({"exp_name": "mine"}) == "unknown"
+    assert cr.game_id("MontezumaRevenge-v5") == "montezuma_revenge"
+    assert all(cr.game_id(rom) == rom for rom in cr.ATARI_REFERENCE_SCORES)
+    assert cr.game_id("Adventure-v5") == "adventure"  # not in the table: its name, lower case
 
 
-def _run(game, seed, exp_name, last_step, episodes, hadamard=True, hidden_dim=512, algorithm="ppo"):
+def test_algorithm_from_the_script_in_status_json():
+    ppo_args = {"gae_lambda": 0.95, "exp_name": "dqn_mine"}  # an argument that only PPO has, a misleading name
+    assert cr.algorithm_of({"script": "pqn_atari_hadamard.py"}, ppo_args) == "pqn"
+    assert cr.algorithm_of({"script": "/home/me/dqn_atari_hadamard.py"}, ppo_args) == "dqn"
+    assert cr.algorithm_of({"script": "my_variant.py"}, ppo_args) == "my_variant"
+    # without the script (runs from before status.json named it): guessed from the arguments
+    assert cr.algorithm_of({}, ppo_args) == "ppo"
+    assert cr.algorithm_of({"status": "finished"}, {"buffer_size": 10, "exp_name": "x"}) == "dqn"
+    assert cr.algorithm_of({}, {"q_lambda": 0.65}) == "pqn"
+    assert cr.algorithm_of({}, {"exp_name": "pqn_atari_hadamard"}) == "pqn"
+    assert cr.algorithm_of({}, {"exp_name": "mine"}) == "unknown"
+
+
+def _run(game, seed, exp_name, last_step, episodes, hadamard=True, hidden_dim=512, status="finished", path=None):
     steps, returns = zip(*episodes)
-    return cr.Run(f"runs/{game}_{exp_name}_{seed}", game, seed, algorithm, "tanh", hadamard, hidden_dim, exp_name,
-                  last_step, np.array(steps, float), np.array(returns, float))  # fmt: skip
+    variant = cr.Variant("ppo", "tanh", hadamard, hidden_dim, exp_name)
+    path = path or f"runs/{game}_{exp_name}_{seed}"
+    return cr.Run(path, game, seed, variant, status, last_step, np.array(steps, float), np.array(returns, float), {})
 
 
 def test_compare_groups_by_game_and_variant_up_to_the_shortest_run():
     runs = [
         _run("breakout", 1, "a", 1000, [(400, 2.0), (900, 4.0)]),
-        _run("breakout", 2, "a", 500, [(400, 6.0)]),  # still in progress
+        _run("breakout", 2, "a", 500, [(400, 6.0)], status="running"),  # still in progress
         _run("breakout", 1, "a", 1000, [(400, 1.0)], hidden_dim=1024, hadamard=False),  # same name, other network
         _run("pong", 1, "a", 1000, [(900, -3.05)]),
     ]
     out = cr.compare(runs, last_episodes=1, points=2, reps=100)
-    finals = {
-        (r["game"], r["hidden_dim"]): r for r in out.rows if r["table"] == "score" and r["metric"] == "final_score"
-    }
-    assert set(finals) == {("breakout", 512), ("breakout", 1024), ("pong", 512)}
-    # Breakout is compared up to step 500, so the game ending at 900 does not count.
-    assert finals[("breakout", 512)]["mean"] == 4.0 and finals[("breakout", 512)]["seeds"] == 2
-    assert finals[("pong", 512)]["mean"] == -3.05  # pong's own horizon is 1000
+    groups = {(g.game, g.variant.hidden_dim): g for g in out.groups}
+    assert list(groups) == [("breakout", 512), ("breakout", 1024), ("pong", 512)]  # by game, then variant label
+    # Breakout is compared up to step 500, so the game ending at 900 does not count: the final scores 2 and 6.
+    assert groups[("breakout", 512)].final[0] == 4.0 and len(groups[("breakout", 512)].scored) == 2
+    assert groups[("breakout", 512)].final_scores.tolist() == [2.0, 6.0]
+    pong = groups[("pong", 512)].final
+    assert pong[0] == -3.05 and math.isnan(pong[1]) and math.isnan(pong[2])
     assert any("compared up to step 500" in note for note in out.notes)
-    assert any("one seed" in note for note in out.notes)
     # Across games, only the 512-unit variant has pong: its mean is the mean of the two games' means.
-    agg = {(r["hidden_dim"], r["metric"]): r for r in out.rows if r["table"] == "aggregate"}
+    aggregates = {a.variant.hidden_dim: a for a in out.aggregates}
     expected = np.mean([np.mean([cr.human_normalized(2.0, "breakout"), cr.human_normalized(6.0, "breakout")]), 0.5])
-    assert (
-        agg[(512, "hns_mean")]["mean"] == pytest.approx(expected) and agg[(512, "hns_mean")]["game"] == "breakout+pong"
-    )
+    assert aggregates[512].estimates["mean"][0] == pytest.approx(expected)
+    assert aggregates[512].games == ["breakout", "pong"] and aggregates[512].runs_per_game == [2, 1]
     # --steps: a run that did not reach the horizon is left out.
     out = cr.compare(runs, last_episodes=1, points=2, reps=100, horizon=1000)
-    finals = [r for r in out.rows if r["table"] == "score" and r["metric"] == "final_score" and r["hidden_dim"] == 512]
-    assert [(r["game"], r["mean"], r["seeds"]) for r in finals] == [("breakout", 4.0, 1), ("pong", -3.05, 1)]
+    finals = [(g.game, g.final[0], len(g.scored)) for g in out.groups if g.variant.hidden_dim == 512]
+    assert finals == [("breakout", 4.0, 1), ("pong", -3.05, 1)]
+    assert any("reached step 500 < --steps 1,000" in note for note in out.notes)
+
+
+def test_runs_of_one_variant_and_seed_stay_apart():
+    runs = [
+        _run("breakout", 1, "a", 1000, [(400, 2.0)], path="runs/Breakout-v5__a__1__1700000000"),
+        _run("breakout", 1, "a", 1000, [(400, 8.0)], path="runs/Breakout-v5__a__1__1700009999", status="crashed"),
+    ]
+    out = cr.compare(runs[::-1], last_episodes=1, points=2, reps=100)
+    (group,) = out.groups  # one group, its runs in the order of their folders
+    assert [run.path for run in group.runs] == [r.path for r in runs] and group.final_scores.tolist() == [2.0, 8.0]
+    text = cr.tables(out, last_episodes=1)
+    # each run its own line in the runs table, by its folder, the one that did not finish marked
+    assert (
+        "| breakout | a (ppo, tanh+hadamard, 512) | Breakout-v5__a__1__1700000000 | finished | 1 | 1,000 | 2.00 |"
+        in text
+    )
+    assert "| Breakout-v5__a__1__1700009999 | NOT FINISHED (crashed) | 1 | 1,000 | 8.00 |" in text
+    # the estimate says that it is over two runs of one seed, one of them unfinished
+    assert "| 2 runs (seed 1 repeated), 1 unfinished | 5.00 [2.00, 8.00] |" in text
+
+
+def test_one_seed_is_said_instead_of_an_interval():
+    out = cr.compare([_run("breakout", 1, "a", 1000, [(400, 2.0)])], last_episodes=1, points=2, reps=100)
+    text = cr.tables(out, last_episodes=1)
+    assert "Scores per game (n = 1 seed)" in text and "CI" not in text
+    assert "| breakout | a (ppo, tanh+hadamard, 512) | 1 seed | 2.00 (n = 1 seed) | 2.00 (n = 1 seed) |" in text
+    assert cr._what([1, 1]) == "n = 1 seed"
+    assert cr._what([2, 3]) == "mean over seeds, 95% bootstrap CI"
+    assert cr._what([2, 1], "95% stratified bootstrap CI") == "95% stratified bootstrap CI where n > 1"
+    assert cr._what([1, 3]) == "mean over seeds, 95% bootstrap CI where n > 1"
 
 
 # ----------------------------------------------------------------------------------------------
 # The command on fake run folders
 # ----------------------------------------------------------------------------------------------
-def _write_run(root, env_id, exp_name, seed, returns, hadamard=True, hidden_dim=512, diagnostics=None, steps=None):
-    """A run folder as the scripts write it: args.json and TensorBoard scalars (game i ends at step 100 i)."""
+def _write_run(root, env_id, exp_name, seed, returns, hadamard=True, hidden_dim=512, diagnostics=None, steps=None,
+               status="finished", script="ppo_atari_hadamard.py"):  # fmt: skip
+    """A run folder as the scripts write it: args.json, status.json (None: none, as in older runs) and TensorBoard
+    scalars (game i ends at step 100 i; diagnostics {step: v}: fractions v, srank 660 v, effective rank 100 v)."""
     from torch.utils.tensorboard import SummaryWriter
 
     folder = root / f"{env_id}__{exp_name}__{seed}__1700000000"
@@ -145,14 +195,17 @@ def _write_run(root, env_id, exp_name, seed, returns, hadamard=True, hidden_dim=
     args = {"exp_name": exp_name, "seed": seed, "env_id": env_id, "gae_lambda": 0.95, "activation": "tanh",
             "hadamard": hadamard, "hidden_dim": hidden_dim}  # fmt: skip
     (folder / "args.json").write_text(json.dumps(args))
+    if status is not None:
+        (folder / "status.json").write_text(json.dumps({"script": script, "status": status}))
     writer = SummaryWriter(str(folder))
     for i, value in enumerate(returns, start=1):
         writer.add_scalar("charts/episodic_return", value, 100 * i)
     writer.add_scalar("charts/SPS", 100, steps or 100 * len(returns))
     layer = "hadamard" if hadamard else "representation"  # older Hadamard runs logged the product as `hadamard`
-    for step, value in (diagnostics or {}).items():
+    for step, v in (diagnostics or {}).items():
+        values = {"dead_fraction": v, "dormant_fraction": v, "srank": round(660 * v), "effective_rank": 100 * v}
         for metric in cr.DIAGNOSTIC_METRICS:
-            writer.add_scalar(f"diagnostics/{metric}/{layer}", value, step)
+            writer.add_scalar(f"diagnostics/{metric}/{layer}", values[metric], step)
             writer.add_scalar(f"diagnostics/{metric}/conv1", 0.9, step)  # other layers are not the representation
             writer.add_scalar(f"diagnostics/{metric}/hadamard_a", 0.8, step)
     writer.close()
@@ -169,8 +222,8 @@ def sweep(tmp_path):
                    diagnostics={500: 0.3, 1000: 0.4})  # fmt: skip
     _write_run(runs, "Pong-v5", "hr", 1, [-3.05] * 10)  # one seed
     _write_run(runs, "Pong-v5", "plain", 1, [-20.7] * 10, hadamard=False, hidden_dim=1024)
-    _write_run(runs, "Pong-v5", "plain", 2, [-20.7] * 5, hadamard=False, hidden_dim=1024)  # still in progress
-    _write_run(runs, "Adventure-v5", "hr", 1, [0.0] * 10)  # no human reference score
+    _write_run(runs, "Pong-v5", "plain", 2, [-20.7] * 5, hadamard=False, hidden_dim=1024, status="running")
+    _write_run(runs, "Adventure-v5", "hr", 1, [0.0] * 10, status=None)  # no human reference score, no status.json
     broken = runs / "Breakout-v5__hr__3__1700000000"  # corrupt events
     broken.mkdir()
     (broken / "args.json").write_text(json.dumps({"env_id": "Breakout-v5", "exp_name": "hr", "seed": 3}))
@@ -192,14 +245,29 @@ def test_report_of_a_sweep(sweep, tmp_path, capsys):
     assert cr.main([str(sweep), "--last-episodes", "2", "--points", "10", "--csv", str(out_csv)]) == 0
     captured = capsys.readouterr()
     text = captured.out
+    # Every run, the unfinished one marked; the old run without status.json cannot be said to have finished.
+    assert (
+        "| pong | plain (ppo, tanh, 1024) | Pong-v5__plain__2__1700000000 | NOT FINISHED (running) | 2 | 500 | -20.70 |"
+        in text
+    )
+    assert (
+        "| breakout | hr (ppo, tanh+hadamard, 512) | Breakout-v5__hr__1__1700000000 | finished | 1 | 1,000 | 9.50 |"
+        in text
+    )
+    assert "| Adventure-v5__hr__1__1700000000 | NOT FINISHED (no status.json) |" in text
     # Scores over seeds: hr's final scores are 9.5 and 19 (last two games), its areas 5.5 and 11.
-    assert "| breakout | hr (ppo, tanh+hadamard, 512) | 2 | 14.25 [9.50, 19.00] | 8.25 [5.50, 11.00] |" in text
-    assert "| breakout | plain (ppo, tanh, 1024) | 2 | 2.50 [2.00, 3.00] | 2.50 [2.00, 3.00] |" in text
-    assert "| pong | hr (ppo, tanh+hadamard, 512) | 1 | -3.05 (1 seed) | -3.05 (1 seed) |" in text
+    assert "Scores per game (mean over seeds, 95% bootstrap CI where n > 1)" in text
+    assert "| breakout | hr (ppo, tanh+hadamard, 512) | 2 seeds | 14.25 [9.50, 19.00] | 8.25 [5.50, 11.00] |" in text
+    assert "| breakout | plain (ppo, tanh, 1024) | 2 seeds | 2.50 [2.00, 3.00] | 2.50 [2.00, 3.00] |" in text
+    assert "| pong | hr (ppo, tanh+hadamard, 512) | 1 seed | -3.05 (n = 1 seed) | -3.05 (n = 1 seed) |" in text
+    assert "| pong | plain (ppo, tanh, 1024) | 2 seeds, 1 unfinished | -20.70 [-20.70, -20.70] |" in text
+    # srank is a count: no decimals, whatever its size; the effective rank keeps two
+    assert "| breakout | hr (ppo, tanh+hadamard, 512) | 500 | 2 | 0.150 | 0.150 | 99 | 15.00 |" in text
+    assert "| breakout | plain (ppo, tanh, 1024) | 1,000 | 2 | 0.400 | 0.400 | 264 | 40.00 |" in text
     assert "pong: runs reached 500 to 1,000 steps" in text
     assert "no human reference score for adventure" in text
     assert "skipped" in captured.err and "__hr__3__" in captured.err and "__hr__4__" in captured.err
-    assert "__hr__5__1700000000: no args.json" in captured.err
+    assert "__hr__5__1700000000: no readable args.json" in captured.err
 
     rows = _read_csv(out_csv)
     by_key = {(r["table"], r["game"], r["exp_name"], r["metric"], r["step"]): r for r in rows}
@@ -215,19 +283,46 @@ def test_report_of_a_sweep(sweep, tmp_path, capsys):
     # Diagnostics of the representation, averaged over seeds at each capture step, the old tag included.
     dead = by_key[("diagnostics", "breakout", "hr", "dead_fraction", "500")]
     assert float(dead["mean"]) == pytest.approx(0.15) and float(dead["ci_low"]) == pytest.approx(0.1)
-    assert float(by_key[("diagnostics", "breakout", "plain", "effective_rank", "1000")]["mean"]) == pytest.approx(0.4)
+    assert float(by_key[("diagnostics", "breakout", "plain", "effective_rank", "1000")]["mean"]) == pytest.approx(40)
     assert not any(r["table"] == "diagnostics" and r["game"] == "pong" for r in rows)
     per_run = [r for r in rows if r["table"] == "run" and r["game"] == "breakout" and r["metric"] == "final_score"]
     assert sorted(float(r["mean"]) for r in per_run) == [2.0, 3.0, 9.5, 19.0]
+    assert {r["status"] for r in rows if r["table"] == "run" and r["game"] == "pong"} == {"finished", "running"}
+    assert {r["algorithm"] for r in rows} == {"ppo"}
+    assert all(len(r) == len(rows[0]) and None not in r.values() for r in rows)  # every row has every column
 
 
-def test_plots(sweep, tmp_path, capsys):
+def test_read_run_takes_the_script_and_status_from_status_json(tmp_path):
+    folder = _write_run(tmp_path, "Breakout-v5", "mine", 1, [1.0], status="interrupted", script="pqn_atari_hadamard.py")
+    run = cr.read_run(str(folder))
+    assert run.variant.algorithm == "pqn" and run.status == "interrupted"  # though args.json has PPO's gae_lambda
+    assert run.game == "breakout" and run.seed == 1 and run.last_step == 100
+    old = cr.read_run(str(_write_run(tmp_path, "Pong-v5", "mine", 1, [1.0], status=None)))
+    assert old.variant.algorithm == "ppo" and old.status == "no status.json"  # guessed from gae_lambda
+
+
+def test_plots(sweep, tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    titles = {}  # figure file -> its titles
+    save = Figure.savefig
+
+    def recording(fig, path, **kwargs):
+        titles[os.path.basename(path)] = [fig.get_suptitle()] + [ax.get_title() for ax in fig.axes]
+        save(fig, path, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording)
     figures = tmp_path / "figures"
     assert cr.main([str(sweep), "--plot", str(figures), "--bootstrap", "200"]) == 0
     names = sorted(os.listdir(figures))
     assert names == ["adventure_returns.png", "breakout_diagnostics.png", "breakout_returns.png", "pong_returns.png"]
     assert (figures / "breakout_returns.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a one-seed figure says so, and claims no interval
+    assert titles["adventure_returns.png"][1] == "adventure: episodic return (n = 1 seed)"
+    assert titles["breakout_returns.png"][1] == "breakout: episodic return (mean over seeds, 95% bootstrap CI)"
+    assert titles["pong_returns.png"][1] == "pong: episodic return (mean over seeds, 95% bootstrap CI where n > 1)"
+    assert titles["breakout_diagnostics.png"][0] == "breakout: representation layer (mean over seeds, 95% bootstrap CI)"
 
 
 @pytest.mark.parametrize(

@@ -37,56 +37,75 @@ def test_srank_of_chosen_singular_values():
     s = np.array([10, 5, 2, 1, 0.5, 0.25, 0.1, 0.05])
     # cumulative / total (total 18.9): .529 .794 .899 .952 .979 .992 .997 1
     x = matrix_with_singular_values(s, n=20)
-    np.testing.assert_allclose(D.singular_values(x), s, rtol=1e-9)
-    assert D.srank(x, delta=0.01) == 6
-    assert D.srank(x, delta=0.03) == 5
-    assert D.srank(x, delta=0.05) == 4
-    assert D.srank(x, delta=0.25) == 2
-    assert D.srank(x, delta=0.5) == 1
+    sv = D.singular_values(x)
+    np.testing.assert_allclose(sv, s, rtol=1e-9)
+    assert D.srank(sv, delta=0.01) == 6
+    assert D.srank(sv, delta=0.03) == 5
+    assert D.srank(sv, delta=0.05) == 4
+    assert D.srank(sv, delta=0.25) == 2
+    assert D.srank(sv, delta=0.5) == 1  # k counts from 1: the first value alone holds half
     # exactly at the boundary, sum_{i<=k} / sum == 1 - delta, k counts
-    assert D.srank(np.eye(4), delta=0.25) == 3
-    assert D.srank(np.eye(4), delta=0.5) == 2
+    assert D.srank(D.singular_values(np.eye(4)), delta=0.25) == 3
+    assert D.srank(D.singular_values(np.eye(4)), delta=0.5) == 2
 
 
 def test_rank_of_a_rank_deficient_matrix():
     s = np.array([3.0, 2.0, 1.0, 0.0, 0.0])
-    x = matrix_with_singular_values(s, n=12, seed=1)
-    sv = D.singular_values(x)
+    sv = D.singular_values(matrix_with_singular_values(s, n=12, seed=1))
     assert np.all(sv[3:] == 0)  # rounding noise below the Gram matrix's precision becomes 0
-    assert D.srank(x) == 3
+    assert D.srank(sv) == 3
     p = np.array([3, 2, 1]) / 6
-    assert D.effective_rank(x) == pytest.approx(math.exp(-(p * np.log(p)).sum()), rel=1e-9)
+    assert D.effective_rank(sv) == pytest.approx(math.exp(-(p * np.log(p)).sum()), rel=1e-9)
 
 
-def test_effective_rank_of_identity_and_rank_one():
-    assert D.effective_rank(np.eye(16)) == pytest.approx(16.0, rel=1e-12)
+def test_effective_rank_is_the_exponential_of_the_entropy():
+    assert D.effective_rank(D.singular_values(np.eye(16))) == pytest.approx(16.0, rel=1e-12)
     rng = np.random.default_rng(2)
-    rank_one = np.outer(rng.standard_normal(40), rng.standard_normal(8))
+    rank_one = D.singular_values(np.outer(rng.standard_normal(40), rng.standard_normal(8)))
     assert D.effective_rank(rank_one) == pytest.approx(1.0, abs=1e-12)
     assert D.srank(rank_one) == 1
-    assert D.effective_rank(np.diag([1.0, 1.0, 0.0, 0.0])) == pytest.approx(2.0)
+    assert D.effective_rank(np.array([1.0, 1.0, 0.0, 0.0])) == pytest.approx(2.0)
+    # p = (0.5, 0.25, 0.25): entropy 1.5 log 2, effective rank 2^1.5
+    assert D.effective_rank(np.array([2.0, 1.0, 1.0])) == pytest.approx(2**1.5, rel=1e-12)
 
 
-def test_rank_metrics_agrees_with_separate_calls():
+def test_singular_values_descend():
     x = np.tanh(np.random.default_rng(3).standard_normal((64, 16)) * 2)
-    assert D.rank_metrics(x, 0.05) == (D.srank(x, 0.05), D.effective_rank(x))
-    assert np.all(np.diff(D.singular_values(x)) <= 0)  # descending
+    sv = D.singular_values(x)
+    assert np.all(np.diff(sv) <= 0)
+    np.testing.assert_allclose(sv, np.linalg.svd(x, compute_uv=False), rtol=1e-9)
 
 
 def test_all_zero_features_have_rank_zero():
-    z = np.zeros((10, 4))
-    assert np.all(D.singular_values(z) == 0)
-    assert D.rank_metrics(z) == (0, 0.0)
+    sv = D.singular_values(np.zeros((10, 4)))
+    assert np.all(sv == 0)
+    assert (D.srank(sv), D.effective_rank(sv)) == (0, 0.0)
 
 
 def test_rank_accepts_float16():
-    x = np.eye(8, dtype=np.float16)
-    assert D.rank_metrics(x) == (8, pytest.approx(8.0))
+    sv = D.singular_values(np.eye(8, dtype=np.float16))
+    assert (D.srank(sv), D.effective_rank(sv)) == (8, pytest.approx(8.0))
 
 
 # ---------------------------------------------------------------------------------------------
 # Dead units
 # ---------------------------------------------------------------------------------------------
+ACTIVATION_FUNCTIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+
+
+@pytest.mark.parametrize("name", ACTIVATION_FUNCTIONS)
+def test_local_gradient_is_the_derivative_at_the_output(name):
+    x = torch.linspace(-4, 4, 81, dtype=torch.float64, requires_grad=True)
+    a = ACTIVATION_FUNCTIONS[name](x)
+    (derivative,) = torch.autograd.grad(a.sum(), x)
+    np.testing.assert_allclose(D.LOCAL_GRADIENTS[name](a.detach().numpy()), derivative.numpy(), atol=1e-12)
+
+
+def test_every_local_gradient_is_checked_against_autograd():
+    # a new activation in diagnostics.LOCAL_GRADIENTS needs its torch function in ACTIVATION_FUNCTIONS
+    assert set(D.LOCAL_GRADIENTS) == set(ACTIVATION_FUNCTIONS)
+
+
 def test_tanh_dead_units():
     n = 10
     acts = np.zeros((n, 5))
@@ -100,6 +119,9 @@ def test_tanh_dead_units():
     assert D.dead_fraction(acts.astype(np.float16), "tanh") == pytest.approx(2 / 5)
     # a looser threshold also kills unit 4
     assert D.dead_fraction(acts, "tanh", threshold=0.05) == pytest.approx(3 / 5)
+    # dead means a gradient below g: at g itself a unit is alive (1 - 0.5^2 = 0.75 exactly)
+    assert D.dead_fraction(np.full((3, 2), 0.5), "tanh", threshold=0.75) == 0.0
+    assert D.dead_fraction(np.full((3, 2), 0.5), "tanh", threshold=np.nextafter(0.75, 1)) == 1.0
 
 
 def test_relu_dead_units():
@@ -195,11 +217,12 @@ def test_conv_channel_alive_at_one_position_of_one_sample():
     acts = np.zeros((3, 4, 5, 5))
     acts[2, 1, 3, 4] = 0.7
     acts[:, 3] = 0.2  # fires everywhere
-    assert D.dead_fraction(acts, "relu") == pytest.approx(0.5)
+    assert D.check_layer(acts).shape == (3 * 5 * 5, 4)  # a row per sample and position, a unit per channel
+    assert D.dead_fraction(D.check_layer(acts), "relu") == pytest.approx(0.5)
 
     tanh = np.full((3, 2, 4, 4), 0.999)
     tanh[1, 0, 2, 2] = 0.0
-    assert D.dead_fraction(tanh, "tanh") == pytest.approx(0.5)
+    assert D.dead_fraction(D.check_layer(tanh), "tanh") == pytest.approx(0.5)
 
 
 def test_conv_dormant_is_per_channel_and_matches_spatial_means():
@@ -208,12 +231,13 @@ def test_conv_dormant_is_per_channel_and_matches_spatial_means():
     acts[:, 2] *= 1e-3
     expected = np.abs(acts).mean(axis=(0, 2, 3))
     expected = expected / (expected.mean() + 1e-9)
-    np.testing.assert_allclose(D.dormant_scores(acts), expected, rtol=1e-12)
-    assert D.dormant_fraction(acts) == 0.25
+    rows = D.check_layer(acts)
+    np.testing.assert_allclose(D.dormant_scores(rows), expected, rtol=1e-12)
+    assert D.dormant_fraction(rows) == 0.25
     # for ReLU, the (n, c) spatial means kept by capture_activations give the same answers
     means = acts.mean(axis=(2, 3))
-    np.testing.assert_allclose(D.dormant_scores(means), D.dormant_scores(acts), rtol=1e-12)
-    assert D.dead_fraction(means, "relu") == D.dead_fraction(acts, "relu")
+    np.testing.assert_allclose(D.dormant_scores(means), D.dormant_scores(rows), rtol=1e-12)
+    assert D.dead_fraction(means, "relu") == D.dead_fraction(rows, "relu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,26 +246,28 @@ def test_conv_dormant_is_per_channel_and_matches_spatial_means():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: D.dead_fraction(np.zeros((0, 4)), "tanh"), "empty"),
-        (lambda: D.dead_fraction(np.array([[0.1, np.nan]]), "tanh"), "NaN"),
-        (lambda: D.dormant_fraction(np.array([[0.1, np.inf]])), "inf"),
-        (lambda: D.dead_fraction(np.zeros(4), "relu"), "2-D"),
-        (lambda: D.dead_fraction(np.zeros((2, 3, 4)), "relu"), "2-D"),
-        (lambda: D.dead_fraction(np.zeros((2, 3)), "gelu"), "unknown activation"),
-        (lambda: D.dead_fraction(np.array([["a", "b"]]), "relu"), "real numbers"),
-        (lambda: D.srank(np.eye(3), delta=0.0), "delta"),
-        (lambda: D.srank(np.eye(3), delta=1.0), "delta"),
-        (lambda: D.rank_metrics(np.eye(3), delta=-0.1), "delta"),
-        (lambda: D.srank(np.eye(3), delta=1.5), "delta"),
-        (lambda: D.singular_values(np.zeros((3, 5))), "need at least as many samples as units"),
-        (lambda: D.singular_values(np.zeros((3, 2, 2, 2))), "2-D"),
-        (lambda: D.effective_rank(np.zeros((0, 0))), "empty"),
-        (lambda: D.compute_metrics({"conv1": np.zeros((4, 2, 3, 3))}, {"conv1": "relu"}), "2-D"),
+        (lambda: D.check_layer(np.zeros((0, 4))), "empty"),
+        (lambda: D.check_layer(np.array([[0.1], [np.nan]])), "NaN"),
+        (lambda: D.check_layer(np.array([[0.1], [np.inf]])), "inf"),
+        (lambda: D.check_layer(np.zeros(4)), "2-D"),
+        (lambda: D.check_layer(np.zeros((2, 3, 4))), "2-D"),
+        (lambda: D.check_layer(np.array([["a"], ["b"]])), "real numbers"),
+        (lambda: D.check_layer(np.zeros((3, 5))), "the rank needs n >= d samples"),
+        (lambda: D.check_layer(np.zeros((0, 0))), "empty"),
+        (lambda: D.check_thresholds(0.0, 0.025, 0.01), "dead_threshold"),
+        (lambda: D.check_thresholds(math.inf, 0.025, 0.01), "dead_threshold"),
+        (lambda: D.check_thresholds(0.02, -1.0, 0.01), "dormant_tau"),
+        (lambda: D.check_thresholds(0.02, math.nan, 0.01), "dormant_tau"),
+        (lambda: D.check_thresholds(0.02, 0.025, 0.0), "srank_delta"),
+        (lambda: D.check_thresholds(0.02, 0.025, 1.0), "srank_delta"),
         (lambda: D.compute_metrics({"conv1": np.zeros((4, 2))}, {"conv1": "gelu"}), "unknown activation"),
+        (lambda: D.compute_metrics({"conv1": np.zeros((4, 2))}, {}), "unknown activation"),
         (lambda: D.compute_metrics({"conv1": np.zeros((4, 2))}, {"conv1": "relu"}, dormant_tau=-1), "dormant_tau"),
-        (lambda: D.dead_fraction(np.zeros((2, 3)), "relu", threshold=-1), "threshold"),
-        (lambda: D.dormant_fraction(np.zeros((2, 3)), tau=float("nan")), "tau"),
-        (lambda: D.layer_kinds(["conv1"], "swish"), "unknown activation"),
+        (
+            lambda: D.compute_metrics({"conv1": np.full((4, 2), np.nan)}, {"conv1": "relu"}),
+            "layer 'conv1' contains NaN",
+        ),
+        (lambda: D.log_diagnostics(None, 1, {"representation": np.zeros((4, 2))}, hidden_activation="swish"), "swish"),
     ],
 )
 def test_bad_input_raises_value_error(call, message):
@@ -317,31 +343,18 @@ def test_compute_metrics_rounds_to_float16_and_checks_layers():
     kinds = D.layer_kinds(list(acts), "tanh")
     rounded = {k: v.astype(np.float16) for k, v in acts.items()}
     assert D.compute_metrics(acts, kinds) == D.compute_metrics(rounded, kinds)
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(ValueError, match="conv2"):  # a layer without its activation
         D.compute_metrics(acts, {"conv1": "relu"})
     with pytest.raises(ValueError, match="representation"):
         D.compute_metrics({"representation": np.zeros((4, 8))}, {"representation": "tanh"})
 
 
-def test_log_diagnostics_rounds_once_per_layer(monkeypatch):
-    rounded = []
-
-    def counting(x, name="activations"):
-        rounded.append(name)
-        return to_file_precision(x, name)
-
-    to_file_precision = D.to_file_precision
-    monkeypatch.setattr(D, "to_file_precision", counting)
-    D.log_diagnostics(None, 1, fake_activations(), hidden_activation="tanh")
-    assert len(rounded) == len(fake_activations())
-
-
-def test_to_file_precision_clips_instead_of_overflowing():
-    x = D.to_file_precision(np.array([[1e6, -1e6, 0.1]], dtype=np.float32))
+def test_to_float16_clips_instead_of_overflowing():
+    x = D.to_float16(np.array([[1e6, -1e6, 0.1]], dtype=np.float32))
     assert x.dtype == np.float16 and np.isfinite(x).all()
     assert x[0, 0] == np.finfo(np.float16).max
-    with pytest.raises(ValueError, match="NaN or inf"):
-        D.to_file_precision(np.array([[np.inf]], dtype=np.float32))
+    big = {"representation": np.full((4, 2), 1e6, dtype=np.float32)}
+    assert D.compute_metrics(big, {"representation": "relu"})["representation"]["dead_fraction"] == 0.0
 
 
 def test_save_load_round_trip_equals_live_metrics(tmp_path):
@@ -527,6 +540,14 @@ def run_cli(*args):
     )
 
 
+def legend_and_rows(out):
+    """The command line's table: its legend lines ("run i: folder, variant") and its rows, split into cells."""
+    lines = out.splitlines()
+    end = lines.index("")
+    assert lines[end + 2].split()[:2] == ["step", "layer"]
+    return lines[:end], [line.split() for line in lines[end + 3 :]]
+
+
 def write_args(run, activation="tanh", hadamard=True, hidden_dim=16, seed=1):
     """The fields of a run's args.json the command line reads (a real one holds every argument)."""
     run.mkdir(parents=True, exist_ok=True)
@@ -560,10 +581,8 @@ def test_cli_reports_steps_skips_corrupt_file_and_writes_csv(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: cannot read activation file {run / 'activations' / 'step_1000.npz'} (not an .npz file)"
     ]
-    lines = result.stdout.splitlines()
-    assert lines[0].split() == [run.name]
-    assert lines[1].split() == ["tanh+hadamard", "16", "seed", "3"]
-    rows = [line.split() for line in lines[3:]]
+    legend, rows = legend_and_rows(result.stdout)
+    assert legend == [f"run 1: {run.name}, tanh+hadamard 16 seed 3"]
     assert [r[0] for r in rows] == ["300"] * 6 + ["2000"] * 6  # sorted numerically
     assert [r[1] for r in rows[:6]] == list(acts)
     srank_300 = expected[300]["representation"]["srank"]
@@ -613,9 +632,9 @@ def test_cli_prints_what_it_can_and_fails_for_an_unreadable_folder(tmp_path, cap
     assert D.main([str(good), str(locked)]) == 1
     out, err = capsys.readouterr()
     assert err.splitlines() == [f"error: {locked / 'activations'}: permission denied"]
-    assert out.splitlines()[0].split() == ["good"]
-    assert out.splitlines()[1].split() == ["relu", "1024", "seed", "1"]
-    assert len(out.splitlines()) == 3 + 6
+    legend, rows = legend_and_rows(out)
+    assert legend == ["run 1: good, relu 1024 seed 1"]
+    assert len(rows) == 6
 
 
 def test_cli_runs_side_by_side_in_process(tmp_path, capsys):
@@ -628,12 +647,13 @@ def test_cli_runs_side_by_side_in_process(tmp_path, capsys):
             D.log_diagnostics(None, step, acts, hidden_activation="relu", save_dir=str(tmp_path / name / "activations"))
     # the plain run's files are read from its activations folder, named directly
     assert D.main([str(tmp_path / "run_a"), str(tmp_path / "run_b" / "activations"), "--dormant-tau", "0.5"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["run_a", "activations"]
-    assert lines[1].split() == ["tanh+hadamard", "16", "seed", "1", "tanh", "32", "seed", "1"]
-    assert lines[2].split() == ["step", "layer"] + ["dead", "dormant", "srank", "erank"] * 2
-    step10 = [line.split() for line in lines[3:] if line.startswith("10 ")]
-    step20 = [line.split() for line in lines[3:] if line.startswith("20 ")]
+    out = capsys.readouterr().out
+    legend, rows = legend_and_rows(out)
+    assert legend == ["run 1: run_a, tanh+hadamard 16 seed 1", "run 2: activations, tanh 32 seed 1"]
+    assert out.splitlines()[3].split() == ["run", "1", "run", "2"]
+    assert out.splitlines()[4].split() == ["step", "layer"] + ["dead", "dormant", "srank", "erank"] * 2
+    step10 = [row for row in rows if row[0] == "10"]
+    step20 = [row for row in rows if row[0] == "20"]
     assert len(step10) == 6 and len(step20) == 6
     assert all(len(r) == 2 + 4 for r in step10)  # run_b's cells are empty at step 10
     assert [len(r) for r in step20] == [10, 10, 10, 6, 6, 10]  # run_b has no branches
@@ -645,8 +665,8 @@ def test_cli_runs_side_by_side_in_process(tmp_path, capsys):
     assert D.main([str(tmp_path / "run_a"), "--srank-delta", "2"]) == 2
     # the plain run first: the branches still sit between conv3 and the representation
     assert D.main([str(tmp_path / "run_b"), str(tmp_path / "run_a")]) == 0
-    rows = [line.split() for line in capsys.readouterr().out.splitlines()[3:] if line.startswith("20 ")]
-    assert [r[1] for r in rows] == list(fake_activations())
+    _, rows = legend_and_rows(capsys.readouterr().out)
+    assert [r[1] for r in rows if r[0] == "20"] == list(fake_activations())
 
 
 def test_cli_reads_old_runs_next_to_new_ones(tmp_path, capsys):
@@ -658,6 +678,7 @@ def test_cli_reads_old_runs_next_to_new_ones(tmp_path, capsys):
     assert err.splitlines() == [
         f"warning: {tmp_path / name}: no readable args.json, variant unknown" for name in ("old", "new")
     ]
-    rows = [line.split() for line in out.splitlines()[3:]]
+    legend, rows = legend_and_rows(out)
+    assert legend == ["run 1: old, variant unknown", "run 2: new, variant unknown"]
     assert [r[1] for r in rows] == list(acts)
     assert rows[-1][2:6] == rows[-1][6:10]  # the old file's "hadamard" is the new file's "representation"

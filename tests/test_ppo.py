@@ -60,7 +60,7 @@ def gae_rollout():
 
 def test_gae_against_hand_computed_values():
     rewards, values, next_value, terminals, truncated, transitions = gae_rollout()
-    advantages, returns = compute_gae(rewards, values, next_value, terminals, truncated, transitions, 0.5, 0.5)
+    advantages, returns = compute_gae(rewards, values, next_value, terminals, transitions, 0.5, 0.5)
     # env 0, backwards. delta[t] = r[t] + 0.5 * (1 - terminal[t]) * V(obs[t+1]) - V(obs[t])
     a7 = 0.0  # reset step: no transition
     a6 = 1 + 0.5 * 8 - 7  # truncated: bootstraps from the final observation's value 8; recursion cut = -2
@@ -80,11 +80,11 @@ def test_gae_against_hand_computed_values():
 
 def test_gae_ignores_what_happens_on_a_reset_step():
     rewards, values, next_value, terminals, truncated, transitions = gae_rollout()
-    before, _ = compute_gae(rewards, values, next_value, terminals, truncated, transitions, 0.99, 0.95)
+    before, _ = compute_gae(rewards, values, next_value, terminals, transitions, 0.99, 0.95)
     rewards[4, 0] = 100.0  # whatever a reset step reports is no transition
     terminals[4, 0] = 1.0
     values[4, 0] = -50.0  # the value of a game-over's final observation is never a bootstrap
-    after, _ = compute_gae(rewards, values, next_value, terminals, truncated, transitions, 0.99, 0.95)
+    after, _ = compute_gae(rewards, values, next_value, terminals, transitions, 0.99, 0.95)
     torch.testing.assert_close(after, before)
 
 
@@ -113,7 +113,7 @@ def forced_fire_rollout():
 def test_gae_never_runs_across_a_forced_fire_step():
     rewards, values, next_value, terminals, truncated, transitions = forced_fire_rollout()
     assert transitions[:, 0].tolist() == [1, 1, 0, 1, 1] and terminals[:, 0].tolist() == [0, 1, 0, 0, 0]
-    advantages, _ = compute_gae(rewards, values, next_value, terminals, truncated, transitions, 0.5, 0.5)
+    advantages, _ = compute_gae(rewards, values, next_value, terminals, transitions, 0.5, 0.5)
     a4 = 0 + 0.5 * 6 - 5  # = -2
     a3 = (1 + 0.5 * 5 - 4) + 0.25 * a4  # = -1
     a2 = 0.0  # the forced FIRE: no advantage (and out of the loss)
@@ -122,7 +122,7 @@ def test_gae_never_runs_across_a_forced_fire_step():
     torch.testing.assert_close(advantages, torch.tensor([[a0], [a1], [a2], [a3], [a4]]))
     # nothing about the forced step reaches another step's advantage
     rewards[2], values[2] = -1.0, 100.0
-    again, _ = compute_gae(rewards, values, next_value, terminals, truncated, transitions, 0.5, 0.5)
+    again, _ = compute_gae(rewards, values, next_value, terminals, transitions, 0.5, 0.5)
     torch.testing.assert_close(again, advantages)
 
 
@@ -131,7 +131,7 @@ def test_gae_without_episode_ends_is_the_usual_recursion():
     rewards = torch.tensor([[1.0], [2.0], [3.0]])
     values = torch.tensor([[0.5], [1.0], [1.5]])
     zeros, ones = torch.zeros(3, 1), torch.ones(3, 1)
-    advantages, _ = compute_gae(rewards, values, torch.tensor([2.0]), zeros, zeros, ones, gamma, lam)
+    advantages, _ = compute_gae(rewards, values, torch.tensor([2.0]), zeros, ones, gamma, lam)
     d2 = 3 + 0.9 * 2.0 - 1.5
     d1 = 2 + 0.9 * 1.5 - 1.0
     d0 = 1 + 0.9 * 1.0 - 0.5
