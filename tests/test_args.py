@@ -140,6 +140,9 @@ def fake_run(tmp_path, script, status, files=()):
     [
         ("interrupted", ["checkpoint.pt"], ["--seed", "3"], "--seed cannot change"),
         ("interrupted", ["checkpoint.pt"], ["--total-timesteps", "5"], "--total-timesteps cannot change"),
+        # written on the command line, even with the value the run has: refused, never silently ignored
+        ("interrupted", ["checkpoint.pt"], ["--total-timesteps", "10000000"], "--total-timesteps cannot change"),
+        ("interrupted", ["checkpoint.pt"], ["--anneal-lr"], "--anneal-lr cannot change"),
         ("finished", ["ppo_atari_hadamard.pt"], [], "the run finished already"),
         ("crashed", ["ppo_atari_hadamard.pt"], [], "no checkpoint to continue from"),
         ("interrupted", ["checkpoint.pt"], ["--eval-only"], "the run saved no model"),
