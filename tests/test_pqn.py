@@ -224,7 +224,7 @@ def test_parameter_counts_of_the_variants():
     # the Hadamard layer and the 1024-wide plain layer have the same number of parameters (norms included)
     hadamard = pqn.QNetwork(actions, "tanh", True, 512)
     assert count(hadamard) - count(hadamard.q_head) == count(baseline) - count(baseline.q_head)
-    assert (count(hadamard), count(baseline)) == (3_294_692, 3_296_740)  # Breakout: the README's figures
+    assert (count(hadamard), count(baseline)) == (3_294_692, 3_296_740)  # Breakout: the figures of docs/pqn.md
 
 
 def test_layer_norm_shapes():

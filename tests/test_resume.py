@@ -1,5 +1,5 @@
 """--resume: a run stopped by SIGTERM and resumed reaches the same step count, its logs continue where they stopped, and
-what README ("Long runs") says is identical to an uninterrupted run is identical."""
+what docs/long-runs.md says is identical to an uninterrupted run is identical."""
 
 import json
 import os
