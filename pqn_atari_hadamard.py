@@ -545,10 +545,8 @@ class Run:
         self.args, self.script, self.crash, self.parts = args, os.path.basename(__file__), None, {}
         name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         self.dir = args.resume or os.path.join("runs", name)
-        self.model_path, self.checkpoint_path = (
-            os.path.join(self.dir, f"{args.exp_name}.pt"),
-            os.path.join(self.dir, "checkpoint.pt"),
-        )
+        self.model_path = os.path.join(self.dir, f"{args.exp_name}.pt")
+        self.checkpoint_path = os.path.join(self.dir, "checkpoint.pt")
         self.activations_dir = os.path.join(self.dir, "activations") if args.save_activations else None
         self.checkpoint = self.saved_step = None  # the checkpoint to restore; the step of the one on disk
         if args.resume is None:
@@ -597,9 +595,10 @@ class Run:
             return 0
         checkpoint, self.checkpoint = self.checkpoint, None
         for name, part in self.parts.items():
-            part.set_state(checkpoint[name]) if isinstance(part, torch.Generator) else part.load_state_dict(
-                checkpoint[name]
-            )
+            if isinstance(part, torch.Generator):
+                part.set_state(checkpoint[name])
+            else:
+                part.load_state_dict(checkpoint[name])
         rng = checkpoint["rng"]
         random.setstate(rng["python"])
         np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy(), *rng["numpy"][2:]))
@@ -610,9 +609,8 @@ class Run:
         self.start_time -= checkpoint["elapsed_time"]
         self.saved_step = step = checkpoint["global_step"]
         # the games in progress cannot be saved: fresh games, seeded anew for each (seed, step)
-        self.games_seed = int(np.random.SeedSequence([self.args.seed, step]).generate_state(1)[0]) % (
-            2**31 - self.args.num_envs
-        )
+        seed = np.random.SeedSequence([self.args.seed, step]).generate_state(1)[0]
+        self.games_seed = int(seed) % (2**31 - self.args.num_envs)
         say(f"resumed at step {step:,} from {self.checkpoint_path}")
         return step
 
@@ -676,13 +674,10 @@ class Run:
         if self.crash is not None:
             return self.record(step, "crashed", f"crashed at step {step:,}: {type(self.crash).__name__}: {self.crash}")
         if not (whole and training_over):
-            resume = (
-                f"continue with python {self.script} --resume {self.dir}" if self.args.save_model and whole else None
-            )
             how = f"by {self.stop.signal_name}" + (" (twice: at once)" if self.stop.at_once else "")
-            return self.record(
-                step, "interrupted", f"interrupted {how} at step {step:,}: {resume or 'keeping what was logged'}"
-            )
+            resume = f"python {self.script} --resume {self.dir}"
+            then = f"continue with {resume}" if self.args.save_model and whole else "keeping what was logged"
+            return self.record(step, "interrupted", f"interrupted {how} at step {step:,}: {then}")
         if self.args.save_model and self.args.eval_episodes > 0:
             if not evaluation(self.args, self.dir, device, self.writer, self.stop):
                 message = f"evaluation interrupted by {self.stop.signal_name}: --resume {self.dir} plays it again"
