@@ -164,3 +164,16 @@ def test_resume_takes_the_runs_own_arguments_and_refuses_another_scripts_run(tmp
     with pytest.raises(SystemExit):
         module("pqn").parse_args(["--resume", run_dir])
     assert "a run of dqn_atari_hadamard.py, not of pqn_atari_hadamard.py" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_an_activation_the_diagnostics_cannot_measure_stops_at_start_up(script, monkeypatch, capsys):
+    """A student adds an activation to ACTIVATIONS but not its local gradient: one line at start-up says where."""
+    import diagnostics
+
+    monkeypatch.delitem(diagnostics.LOCAL_GRADIENTS, "sigmoid")
+    with pytest.raises(SystemExit):
+        module(script).parse_args(VALID[script] + ["--activation", "sigmoid"])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "diagnostics.py cannot measure it" in line and "diagnostics.LOCAL_GRADIENTS" in line, line
+    module(script).parse_args(VALID[script] + ["--activation", "sigmoid", "--diagnostics-interval", "0"])
