@@ -73,7 +73,7 @@ def wait_for_training(read) -> str:
         chunk = read()
         assert chunk, f"the script ended before training:\n{output}"
         output += chunk
-    time.sleep(3)  # a few rollouts and status lines
+    time.sleep(2)  # a few rollouts
     return output
 
 
@@ -91,7 +91,7 @@ def test_a_closed_pipe_stops_the_printing_not_the_run(tmp_path):
     process = start(tmp_path, subprocess.PIPE)
     wait_for_training(lambda: process.stdout.readline().decode())
     process.stdout.close()  # the reader goes away: every later print gets EPIPE
-    time.sleep(6)  # a status line is due every 5 s
+    time.sleep(5.5)  # a status line is due every 5 s
     process.send_signal(signal.SIGINT)
     process.wait(timeout=120)
     errors = process.stderr.read().decode()
