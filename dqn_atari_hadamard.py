@@ -238,15 +238,12 @@ class Transitions(NamedTuple):
 
 
 class ReplayBuffer:
-    """Replay memory that keeps each 84x84 frame once and rebuilds the 4-frame stacks when it samples.
+    """Replay memory that keeps each 84x84 frame once (about 7 KB per transition) and rebuilds the stacks it samples.
 
-    A circular array of slots, one frame each. A game fills consecutive slots: its first frame (the newest frame
-    of the reset obs), then the newest frame of each next obs. The transition stored at slot i is the one whose
-    obs ends with frame i; its next obs ends with frame i + 1; a stack is the frames i-3 .. i, where the frames
-    from before the game's start are zeros (ale-py zero-pads the stack at reset). A game's final frame starts no
-    transition, so the memory holds `capacity` frames and as many transitions, less one per game held and up to 4
-    at the write position (the newest frame, and the 3 oldest transitions, dropped as soon as a frame of their stack
-    is overwritten). About 7 KB per transition.
+    A circular array of slots, one frame each; a game fills consecutive slots, from the newest frame of its reset obs
+    on. The transition at slot i acted on the stack of frames i-3 .. i (frames from before the game's start read as
+    zeros, as ale-py pads its reset stack) and led to frames i-2 .. i+1. A game's final frame starts no transition,
+    and a transition is dropped as soon as a frame of its stacks is overwritten.
     """
 
     def __init__(self, capacity: int, seed: int = 0, stack: int = 4, frame_shape: tuple = (84, 84)):
@@ -266,11 +263,7 @@ class ReplayBuffer:
         self.starting_game = True  # the next transition is the first of a game: its obs is a reset obs
         self.rng = np.random.default_rng(seed)
 
-    ARRAYS = ("frames", "since_start", "actions", "rewards", "terminals", "is_transition")
-
-    @property
-    def nbytes(self) -> int:
-        return sum(getattr(self, name).nbytes for name in self.ARRAYS)
+    ARRAYS = ("frames", "since_start", "actions", "rewards", "terminals", "is_transition")  # what a checkpoint keeps
 
     def state_dict(self) -> dict:
         """What a checkpoint keeps: the slots (as tensors sharing the arrays' memory), counters, sampling state."""
@@ -300,13 +293,10 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
 
     def add(self, obs, next_obs, action, reward, terminal, game_over, is_transition=True) -> int:
-        """Stores one transition (obs and next_obs: (4, 84, 84) stacks) and returns its slot.
-
-        reward is stored clipped to its sign; terminal (game over or life lost) stops the bootstrap; game_over
-        (terminated or truncated) says that the next transition starts a new game, with a reset obs.
-        Within a game, obs must be the previous next_obs: only the first obs of a game is read.
-        is_transition=False (a forced FIRE after a lost life) stores the step's frame, so that the stacks around it
-        stay exact, but no transition that starts at its slot can be sampled.
+        """Stores one transition (obs and next_obs: (4, 84, 84) stacks; only a game's first obs is read) and returns
+        its slot. The reward is clipped to its sign; terminal (game over or life lost) stops the bootstrap; game_over
+        (terminated or truncated): the next transition starts a new game. is_transition=False (a forced FIRE) stores
+        the frame, so that the stacks around it stay exact, but nothing samples its slot.
         """
         if self.starting_game:
             if obs[:-1].any():
@@ -361,11 +351,8 @@ class ReplayBuffer:
 
 
 def td_targets(rewards, next_q_values, terminals, gamma: float) -> torch.Tensor:
-    """Q-learning targets r + gamma * max_a' Q_target(s', a'), without the bootstrap after a terminal step.
-
-    next_q_values (batch, num_actions) are the target network's Q-values of next_obs; terminals is 1 where the game
-    ended or a life was lost (a time-limit truncation is not terminal: it bootstraps).
-    """
+    """Q-learning targets r + gamma * max_a' Q_target(s', a') from the target network's Q-values of next_obs, without
+    the bootstrap where terminals is 1 (a game over or a lost life; a time-limit truncation bootstraps)."""
     return rewards + gamma * next_q_values.max(dim=1).values * (1.0 - terminals)
 
 
@@ -401,15 +388,14 @@ def train(args: Args) -> int:
     probe_generator = torch.Generator().manual_seed(args.seed)  # diagnostics' own, not training's
 
     # TRY NOT TO MODIFY: start the game (a resumed run restores its checkpoint, then plays a fresh game)
-    parts = dict(target_network=target_network, optimizer=optimizer, replay_memory=rb, probe_generator=probe_generator)
-    global_step = run.start(q_network, **parts)
+    global_step = run.start(
+        q_network, target_network=target_network, optimizer=optimizer, replay_memory=rb, probe_generator=probe_generator
+    )
     obs, info = envs.reset(seed=run.games_seed)
     tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     epsilon_duration = args.exploration_fraction * args.total_timesteps
     if args.learning_starts >= args.total_timesteps:
-        say(
-            f"note: --learning-starts ({args.learning_starts:,}) >= --total-timesteps: the run only collects experience"
-        )
+        say("note: --learning-starts >= --total-timesteps: this run only collects experience")
 
     with run:  # an error or a second Ctrl-C ends the loop here, and run.end below records it
         while global_step < args.total_timesteps:
@@ -424,9 +410,8 @@ def train(args: Args) -> int:
                     q_values = q_network(torch.from_numpy(obs).to(device))
                 actions = q_values.argmax(1).cpu().numpy()
 
-            # TRY NOT TO MODIFY: play the step (a forced FIRE plays FIRE instead; a reset step ignores the action) and
-            # log the games that ended. The env steps before the gradient step, as in CleanRL: overlapping the two
-            # (the env in its own thread while the network learns) was no faster on a CPU (docs/speed.md)
+            # TRY NOT TO MODIFY: play the step, log the games that ended. The env steps before the network learns, as in
+            # CleanRL: overlapping the two (the env in its own thread) was no faster on a CPU (docs/speed.md)
             resetting = tracker.resetting[0]  # before tracker.step moves on: a reset step stores nothing below
             next_obs, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
             is_transition, life_lost, finished = tracker.step(rewards, terminations, truncations, info["lives"])
@@ -436,9 +421,8 @@ def train(args: Args) -> int:
                 writer.add_scalar("charts/episodic_length", length, global_step)
 
             # ALGO LOGIC: store the transition (rb.add clips the reward to its sign). A lost life is terminal for the
-            # TD target while the game goes on (next_obs continues the same frame stack); a time-limit truncation is
-            # not (next_obs is the true final obs); either end of the game makes the next stored obs a reset obs.
-            # A forced FIRE's frame is stored (later stacks need it) as no transition; a reset step stores nothing.
+            # TD target while the game goes on; a time-limit truncation is not (next_obs is the true final obs). A
+            # forced FIRE's frame is stored (later stacks need it) as no transition; a reset step stores nothing.
             if not resetting:
                 terminal, game_over = terminations[0] or life_lost[0], terminations[0] or truncations[0]
                 rb.add(obs[0], next_obs[0], actions[0], rewards[0], terminal, game_over, is_transition[0])

@@ -1,8 +1,8 @@
 """Size and time of the DQN replay memory in a checkpoint: written as the script writes it, then read back.
 
 Fills a replay memory with random frames (incompressible, and the memory is saved uncompressed anyway) and times
-the script's own checkpoint path: saveable_vars + atomic_save (torch.save, fsync, rename), then torch.load
-(memory-mapped) + restore_vars into a fresh memory, as --resume does. Needs the memory's size in RAM (7 GB at
+the script's own checkpoint path: state_dict() + atomic_save (torch.save, fsync, rename), then torch.load
+(memory-mapped) + load_state_dict() into a fresh memory, as --resume does. Needs the memory's size in RAM (7 GB at
 1,000,000 transitions; the memory-mapped file adds page cache that the system can drop) and on disk:
 
     python benchmarks/replay_checkpoint.py --transitions 1000000 --folder /tmp
@@ -31,13 +31,13 @@ def main():
     for start in range(0, args.transitions, 10_000):  # filled in place, as 1M calls of add() would leave it
         stop = min(start + 10_000, args.transitions)
         memory.frames[start:stop] = rng.integers(0, 256, (stop - start, 84, 84), dtype=np.uint8)
-    memory.valid[:] = True
+    memory.is_transition[:] = True
     memory.size = memory.num_transitions = args.transitions
     checksum = sum(int(memory.frames[i : i + 10_000].sum(dtype=np.int64)) for i in range(0, args.transitions, 10_000))
     path = os.path.join(args.folder, "replay_checkpoint_benchmark.pt")
 
     start = time.perf_counter()
-    dqn.atomic_save({"replay_memory": dqn.saveable_vars(memory)}, path)
+    dqn.atomic_save({"replay_memory": memory.state_dict()}, path)
     write_seconds = time.perf_counter() - start
     size = os.path.getsize(path)
 
@@ -45,7 +45,7 @@ def main():
     copy = dqn.ReplayBuffer(args.transitions, seed=1)
     start = time.perf_counter()
     saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    dqn.restore_vars(copy, saved["replay_memory"])
+    copy.load_state_dict(saved["replay_memory"])
     read_seconds = time.perf_counter() - start
     del saved
     os.remove(path)

@@ -65,7 +65,7 @@ def main():
     print(f"{args.env_id}: {added:,} transitions added, {len(memory):,} held (capacity {memory.capacity:,})")
     print(
         f"resident memory grew {grown / 2**20:,.1f} MiB = {grown / added:,.0f} bytes per transition "
-        f"(arrays: {memory.nbytes / memory.capacity:,.0f} bytes per slot)"
+        f"(arrays: {sum(getattr(memory, name).nbytes for name in memory.ARRAYS) / memory.capacity:,.0f} bytes per slot)"
     )
     print(f"1,000,000 transitions: {grown / added * 1e6 / 1e9:.2f} GB")
 
