@@ -25,6 +25,7 @@ import re
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -542,7 +543,11 @@ class Run:
     evaluates a finished training and records how the run ended, in one place."""
 
     def __init__(self, args: Args):
-        self.args, self.script, self.crash, self.parts = args, os.path.basename(__file__), None, {}
+        self.args, self.script, self.crash, self.unsaved, self.parts = args, os.path.basename(__file__), None, None, {}
+        # TensorBoard's writer thread raises a write error (a full disk) again in the loop, where the run records it
+        threading.excepthook = lambda hook: (
+            None if issubclass(hook.exc_type, OSError) else threading.__excepthook__(hook)
+        )
         name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         self.dir = args.resume or os.path.join("runs", name)
         self.model_path = os.path.join(self.dir, f"{args.exp_name}.pt")
@@ -671,8 +676,10 @@ class Run:
                 whole = False
             except OSError as error:  # a full disk, say: the previous files stay as they were
                 self.crash = self.crash or error
+                self.unsaved = error if self.crash is not error else None
         if self.crash is not None:
-            return self.record(step, "crashed", f"crashed at step {step:,}: {type(self.crash).__name__}: {self.crash}")
+            message = f"crashed at step {step:,}: {type(self.crash).__name__}: {self.crash}"
+            return self.record(step, "crashed", message + (f"; and {self.unsaved}" if self.unsaved else ""))
         if not (whole and training_over):
             how = f"by {self.stop.signal_name}" + (" (twice: at once)" if self.stop.at_once else "")
             resume = f"python {self.script} --resume {self.dir}"
@@ -694,10 +701,13 @@ class Run:
             write_status(
                 self.dir, status=outcome, step=step, message=message, signal=self.stop.signal_name, traceback=error
             )
+        except OSError as failure:  # a full disk: the console still says how the run ended
+            message += f" (status.json not updated: {failure})"
+        try:
             self.writer.add_text("run/status", f"{outcome}: {message}", step)
             self.writer.close()
-        except Exception as failure:  # a full disk: the console still says how the run ended
-            message += f" (status.json not updated: {failure})"
+        except Exception as failure:  # its writer thread's error (a full disk), raised again here
+            message += f" (TensorBoard's last events not written: {failure})"
         if outcome == "crashed":
             say(f"error: {message} (traceback in {os.path.join(self.dir, 'status.json')})", error=True)
         else:

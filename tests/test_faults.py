@@ -61,6 +61,18 @@ def test_a_write_failing_inside_torch_save_keeps_the_files_whole_and_says_which(
     assert resumed.returncode == 2 and "no checkpoint to continue from (it crashed" in resumed.stderr
 
 
+def test_a_write_failing_in_the_activation_files_or_tensorboard_is_one_line(tmp_path):
+    """np.savez (the activation files) and TensorBoard's writer thread hit the limit too: one line, no thread trace."""
+    site = fault_folder(tmp_path, FILE_SIZE_LIMIT.format(limit=30_000))
+    args = f"{TINY} --total-timesteps 256 --diagnostics-interval 128 --diagnostics-samples 64 --save-activations"
+    result = run_script(PQN, tmp_path, args.split(), timeout=120, paths=[site])
+    assert result.returncode == 1, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: crashed at step 128: OSError: [Errno 27] File too large"), line
+    run_dir = only_run(tmp_path)
+    assert status(run_dir)["status"] == "crashed" and not os.listdir(run_dir / "activations")  # no half-written file
+
+
 def start(cwd, stdout, stderr=subprocess.PIPE):
     return subprocess.Popen(
         [sys.executable, PQN, *LONG.split()], cwd=cwd, env=script_env(), stdout=stdout, stderr=stderr
