@@ -389,9 +389,8 @@ def train(args: Args) -> int:
     probe_generator = torch.Generator().manual_seed(args.seed)  # diagnostics' own, not training's
 
     # TRY NOT TO MODIFY: start the game (a resumed run restores its checkpoint, then plays a fresh game)
-    global_step = run.start(
-        q_network, target_network=target_network, optimizer=optimizer, replay_memory=rb, probe_generator=probe_generator
-    )
+    parts = dict(target_network=target_network, optimizer=optimizer, replay_memory=rb, probe_generator=probe_generator)
+    global_step = run.start(q_network, **parts)
     obs, info = envs.reset(seed=run.games_seed)
     tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     epsilon_duration = args.exploration_fraction * args.total_timesteps
