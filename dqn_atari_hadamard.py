@@ -104,7 +104,8 @@ def atari_game(env_id: str) -> str:
 def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repeat_action_probability: float = 0.0):
     """ale-py's C++ vector env with the references' Atari preprocessing (docs/protocol.md). Rewards come raw
     (learning clips them to their sign), a lost life is no episode end here (EpisodeTracker sees it in
-    info["lives"]), and NEXT_STEP autoreset: the step after a game ends only resets that env."""
+    info["lives"]), NEXT_STEP autoreset: the step after a game ends only resets that env, and each step returns one
+    frame per env, (num_envs, 1, 84, 84), which stack_frames stacks."""
     from ale_py.vector_env import AtariVectorEnv
 
     return AtariVectorEnv(
@@ -115,7 +116,7 @@ def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repe
         img_height=84,
         img_width=84,
         grayscale=True,
-        stack_num=4,
+        stack_num=1,
         noop_max=30,
         use_fire_reset=True,
         repeat_action_probability=repeat_action_probability,
@@ -173,6 +174,16 @@ class EpisodeTracker:
         self.resetting = game_over
         self.forced_fire = lost & ~game_over & (self.fire_action is not None)
         return is_transition, lost & is_transition, finished
+
+
+def stack_frames(stacks: np.ndarray, frames: np.ndarray, fresh: np.ndarray) -> np.ndarray:
+    """The agent's observations after a step: each env's stack of its last 4 frames, (num_envs, 4, 84, 84), oldest
+    first, with the frame the step returned, (num_envs, 1, 84, 84), pushed in. Where fresh (the obs of a step that is
+    not the agent's: a new game's reset obs or the forced FIRE that starts a new life) the stack starts again as four
+    copies of the frame, as the references' frame stack does at every reset, and so at every lost life."""
+    stacks = np.concatenate((stacks[:, 1:], frames), axis=1)
+    stacks[fresh] = frames[fresh]
+    return stacks
 
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}  # a new one: docs/diagnostics.md
@@ -241,10 +252,11 @@ class Transitions(NamedTuple):
 class ReplayBuffer:
     """Replay memory that keeps each 84x84 frame once (about 7 KB per transition) and rebuilds the stacks it samples.
 
-    A circular array of slots, one frame each; a game fills consecutive slots, from the newest frame of its reset obs
-    on. The transition at slot i acted on the stack of frames i-3 .. i (frames from before the game's start read as
-    zeros, as ale-py pads its reset stack) and led to frames i-2 .. i+1. A game's final frame starts no transition,
-    and a transition is dropped as soon as a frame of its stacks is overwritten.
+    A circular array of slots, one frame each; a game fills consecutive slots, from the frame of its reset obs on.
+    The transition at slot i acted on the stack of frames i-3 .. i and led to frames i-2 .. i+1, where a stack that
+    starts at frame s (a game's reset obs, or the frame after a forced FIRE) repeats frame s in place of those before
+    it, as stack_frames does. A game's final frame starts no transition, and a transition is dropped as soon as a
+    frame of its stacks is overwritten.
     """
 
     def __init__(self, capacity: int, seed: int = 0, stack: int = 4, frame_shape: tuple = (84, 84)):
@@ -253,7 +265,7 @@ class ReplayBuffer:
         self.capacity = capacity
         self.stack = stack
         self.frames = np.zeros((capacity, *frame_shape), dtype=np.uint8)
-        self.since_start = np.zeros(capacity, dtype=np.uint8)  # frames since the game's start, at most stack-1
+        self.since_start = np.zeros(capacity, dtype=np.uint8)  # frames since its stack's start, at most stack-1
         self.actions = np.zeros(capacity, dtype=np.uint8)
         self.rewards = np.zeros(capacity, dtype=np.float32)
         self.terminals = np.zeros(capacity, dtype=bool)
@@ -297,14 +309,15 @@ class ReplayBuffer:
         """Stores one transition (obs and next_obs: (4, 84, 84) stacks; only a game's first obs is read) and returns
         its slot. The reward is clipped to its sign; terminal (game over or life lost) stops the bootstrap; game_over
         (terminated or truncated): the next transition starts a new game. is_transition=False (a forced FIRE) stores
-        the frame, so that the stacks around it stay exact, but nothing samples its slot.
+        the frame, so that the stacks around it stay exact, but nothing samples its slot; its next_obs starts a stack.
         """
         if self.starting_game:
-            if obs[:-1].any():
-                raise ValueError("a game's first obs must be a reset obs: zero-padded, only its newest frame set")
+            if (obs != obs[-1]).any():
+                raise ValueError("a game's first obs must be a reset obs: four copies of the game's first frame")
             self._write_frame(obs[-1], since_start=0)
         slot = self.newest
-        self._write_frame(next_obs[-1], since_start=min(int(self.since_start[slot]) + 1, self.stack - 1))
+        since_start = min(int(self.since_start[slot]) + 1, self.stack - 1) if is_transition else 0
+        self._write_frame(next_obs[-1], since_start=since_start)
         self.actions[slot] = action
         self.rewards[slot] = np.sign(reward)
         self.terminals[slot] = terminal
@@ -316,11 +329,11 @@ class ReplayBuffer:
     def get(self, slots: np.ndarray, device: torch.device | str = "cpu") -> Transitions:
         """The transitions stored at these slots as tensors on the device, stacks rebuilt (one gather for the batch)."""
         offsets = np.arange(-self.stack + 1, 2)  # frames i-3 .. i+1: obs is the first 4, next_obs the last 4
+        # the slots before the stack's start hold another game's or life's frames: read its first frame instead.
+        # E.g. two frames after the start f0 (since_start 2): offset -3 reads -2, so obs is (f0, f0, f1, f2) and
+        # next_obs (f0, f1, f2, f3)
+        offsets = np.maximum(offsets, -self.since_start[slots, None].astype(np.int64))  # (batch, 5)
         frames = self.frames[(slots[:, None] + offsets) % self.capacity]  # (batch, 5, 84, 84), a copy
-        # the slots before a game's start hold another game's frames: zero them, as ale-py zero-pads its reset stack.
-        # E.g. two frames after the start f0 (since_start 2): offset -3 is zeroed, -2 .. 1 are kept, so obs is
-        # (0, f0, f1, f2) and next_obs (f0, f1, f2, f3)
-        frames[offsets < -self.since_start[slots, None].astype(np.int64)] = 0
         frames = torch.from_numpy(frames).to(device)  # copied once: obs and next_obs are views of it
         return Transitions(
             obs=frames[:, :-1],
@@ -391,7 +404,8 @@ def train(args: Args) -> int:
     # TRY NOT TO MODIFY: start the game (a resumed run restores its checkpoint, then plays a fresh game)
     parts = dict(target_network=target_network, optimizer=optimizer, replay_memory=rb, probe_generator=probe_generator)
     global_step = run.start(q_network, **parts)
-    obs, info = envs.reset(seed=run.games_seed)
+    frames, info = envs.reset(seed=run.games_seed)
+    obs = np.repeat(frames, 4, axis=1)  # a game starts from four copies of its first frame
     tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     epsilon_duration = args.exploration_fraction * args.total_timesteps
     if args.learning_starts >= args.total_timesteps:
@@ -413,8 +427,9 @@ def train(args: Args) -> int:
             # TRY NOT TO MODIFY: play the step, log the games that ended. The env steps before the network learns, as in
             # CleanRL: overlapping the two (the env in its own thread) was no faster on a CPU (docs/speed.md)
             resetting = tracker.resetting[0]  # before tracker.step moves on: a reset step stores nothing below
-            next_obs, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
+            frames, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
             is_transition, life_lost, finished = tracker.step(rewards, terminations, truncations, info["lives"])
+            next_obs = stack_frames(obs, frames, ~is_transition)  # fresh after a step not the agent's
             for _, score, length in finished:
                 run.recent_returns.append(score)
                 writer.add_scalar("charts/episodic_return", score, global_step)
@@ -494,7 +509,8 @@ def evaluate(model_path: str, args: Args, device: torch.device, writer: SummaryW
     num_actions = envs.single_action_space.n
     q_network = NETWORK(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
     q_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
-    obs, info = envs.reset(seed=args.seed + args.num_envs)  # games the training envs did not start from
+    frames, info = envs.reset(seed=args.seed + args.num_envs)  # games the training envs did not start from
+    obs = np.repeat(frames, 4, axis=1)
     tracker, scores = EpisodeTracker(args.eval_episodes, info["lives"], fire_action), {}
     say(f"evaluation: {args.eval_episodes} games")
     try:
@@ -504,8 +520,10 @@ def evaluate(model_path: str, args: Args, device: torch.device, writer: SummaryW
             explore = torch.rand(args.eval_episodes, device=device) < args.end_e
             random_actions = torch.randint(num_actions, (args.eval_episodes,), device=device)
             actions = torch.where(explore, random_actions, q_values.argmax(dim=1)).cpu().numpy()
-            obs, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
-            for env, score, _ in tracker.step(rewards, terminations, truncations, info["lives"])[2]:
+            frames, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
+            is_transition, _, finished = tracker.step(rewards, terminations, truncations, info["lives"])
+            obs = stack_frames(obs, frames, ~is_transition)
+            for env, score, _ in finished:
                 if env not in scores:  # only each env's first game counts
                     scores[env] = score
                     writer.add_scalar("eval/episodic_return", score, len(scores) - 1)

@@ -105,7 +105,8 @@ def atari_game(env_id: str) -> str:
 def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repeat_action_probability: float = 0.0):
     """ale-py's C++ vector env with the references' Atari preprocessing (docs/protocol.md). Rewards come raw
     (learning clips them to their sign), a lost life is no episode end here (EpisodeTracker sees it in
-    info["lives"]), and NEXT_STEP autoreset: the step after a game ends only resets that env."""
+    info["lives"]), NEXT_STEP autoreset: the step after a game ends only resets that env, and each step returns one
+    frame per env, (num_envs, 1, 84, 84), which stack_frames stacks."""
     from ale_py.vector_env import AtariVectorEnv
 
     return AtariVectorEnv(
@@ -116,7 +117,7 @@ def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repe
         img_height=84,
         img_width=84,
         grayscale=True,
-        stack_num=4,
+        stack_num=1,
         noop_max=30,
         use_fire_reset=True,
         repeat_action_probability=repeat_action_probability,
@@ -174,6 +175,16 @@ class EpisodeTracker:
         self.resetting = game_over
         self.forced_fire = lost & ~game_over & (self.fire_action is not None)
         return is_transition, lost & is_transition, finished
+
+
+def stack_frames(stacks: np.ndarray, frames: np.ndarray, fresh: np.ndarray) -> np.ndarray:
+    """The agent's observations after a step: each env's stack of its last 4 frames, (num_envs, 4, 84, 84), oldest
+    first, with the frame the step returned, (num_envs, 1, 84, 84), pushed in. Where fresh (the obs of a step that is
+    not the agent's: a new game's reset obs or the forced FIRE that starts a new life) the stack starts again as four
+    copies of the frame, as the references' frame stack does at every reset, and so at every lost life."""
+    stacks = np.concatenate((stacks[:, 1:], frames), axis=1)
+    stacks[fresh] = frames[fresh]
+    return stacks
 
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}  # a new one: docs/diagnostics.md
@@ -340,8 +351,9 @@ def train(args: Args) -> int:
 
     # TRY NOT TO MODIFY: start the games (a resumed run restores its checkpoint, then plays fresh games)
     global_step = run.start(q_network, optimizer=optimizer, probe_generator=probe_generator)
-    next_obs, info = envs.reset(seed=run.games_seed)
-    next_obs = torch.from_numpy(next_obs).to(device)
+    frames, info = envs.reset(seed=run.games_seed)
+    stacks = np.repeat(frames, 4, axis=1)  # a game starts from four copies of its first frame
+    next_obs = torch.from_numpy(stacks).to(device)
     tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     epsilon_duration = args.exploration_fraction * args.total_timesteps
 
@@ -368,13 +380,14 @@ def train(args: Args) -> int:
                 obs[step] = next_obs
                 actions[step] = action
                 max_q[step] = best_q
-                obs_np, reward, terminations, truncations, info = envs.recv()
-                next_obs = torch.as_tensor(obs_np, device=device)
+                frames, reward, terminations, truncations, info = envs.recv()
                 is_transition[step], life_lost, finished = tracker.step(
                     reward, terminations, truncations, info["lives"]
                 )
+                stacks = stack_frames(stacks, frames, ~is_transition[step])  # fresh after a step not the agent's
+                next_obs = torch.as_tensor(stacks, device=device)
                 rewards[step] = np.sign(reward)  # rewards clipped to their sign for learning
-                # a lost life is terminal for learning; a game cut by the time limit is not: obs_np is its true final
+                # a lost life is terminal for learning; a game cut by the time limit is not: next_obs is its true final
                 # obs, whose max-Q the next (reset) step computes and Q(lambda) bootstraps from (see q_lambda_returns)
                 terminals[step] = is_transition[step] & (terminations | life_lost)
                 for _, score, length in finished:
@@ -456,7 +469,8 @@ def evaluate(model_path: str, args: Args, device: torch.device, writer: SummaryW
     num_actions = envs.single_action_space.n
     q_network = NETWORK(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
     q_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
-    obs, info = envs.reset(seed=args.seed + args.num_envs)  # games the training envs did not start from
+    frames, info = envs.reset(seed=args.seed + args.num_envs)  # games the training envs did not start from
+    obs = np.repeat(frames, 4, axis=1)
     tracker, scores = EpisodeTracker(args.eval_episodes, info["lives"], fire_action), {}
     say(f"evaluation: {args.eval_episodes} games")
     try:
@@ -466,8 +480,10 @@ def evaluate(model_path: str, args: Args, device: torch.device, writer: SummaryW
             explore = torch.rand(args.eval_episodes, device=device) < args.end_e
             random_actions = torch.randint(num_actions, (args.eval_episodes,), device=device)
             actions = torch.where(explore, random_actions, q_values.argmax(dim=1)).cpu().numpy()
-            obs, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
-            for env, score, _ in tracker.step(rewards, terminations, truncations, info["lives"])[2]:
+            frames, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
+            is_transition, _, finished = tracker.step(rewards, terminations, truncations, info["lives"])
+            obs = stack_frames(obs, frames, ~is_transition)
+            for env, score, _ in finished:
                 if env not in scores:  # only each env's first game counts
                     scores[env] = score
                     writer.add_scalar("eval/episodic_return", score, len(scores) - 1)

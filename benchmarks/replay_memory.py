@@ -38,7 +38,8 @@ def main():
     obs, info = envs.reset(seed=1)
     for _ in range(200):  # the env's own buffers grow first, so that they are not counted below
         obs, *_ = envs.step(rng.integers(0, num_actions, 1))
-    obs, info = envs.reset(seed=1)
+    frames, info = envs.reset(seed=1)
+    obs = np.repeat(frames, 4, axis=1)
     tracker = dqn.EpisodeTracker(1, info["lives"])
 
     before = resident_bytes()
@@ -46,8 +47,9 @@ def main():
     added = 0
     while added < args.transitions:
         actions = rng.integers(0, num_actions, 1)
-        next_obs, rewards, terminations, truncations, info = envs.step(actions)
+        frames, rewards, terminations, truncations, info = envs.step(actions)
         is_transition, life_lost, _ = tracker.step(rewards, terminations, truncations, info["lives"])
+        next_obs = dqn.stack_frames(obs, frames, ~is_transition)
         if is_transition[0]:
             memory.add(
                 obs[0],

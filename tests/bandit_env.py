@@ -4,8 +4,8 @@ Written as `sitecustomize.py` into a folder put first on a script's path (tests/
 replaces `ale_py.vector_env.AtariVectorEnv` before the script runs. Every step pays 1 for action 1 (RIGHT) and 0 for
 NOOP and LEFT, and loses a life, so every transition is terminal and the best value of a state is its reward: a
 learner that gets its signs right picks action 1 more and more often and holds Q and V near 1. A game lasts
-max_num_frames_per_episode / frameskip steps and is then truncated; the env answers as ale-py does (frame stacks
-zero-padded at a game's start, lives in info, a NEXT_STEP reset step after each game, no FIRE in its action set).
+max_num_frames_per_episode / frameskip steps and is then truncated; the env answers as ale-py does with stack_num=1
+(one frame per env and step, lives in info, a NEXT_STEP reset step after each game, no FIRE in its action set).
 """
 
 BANDIT_ENV = """
@@ -22,7 +22,7 @@ class BanditVectorEnv:
         self.num_envs = num_envs
         self.game_steps = max(1, max_num_frames_per_episode // frameskip)
         self.single_action_space = gym.spaces.Discrete(3)
-        self.single_observation_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+        self.single_observation_space = gym.spaces.Box(0, 255, (1, 84, 84), np.uint8)
         action_set = [Action.NOOP, Action.RIGHT, Action.LEFT]
         self.ale = type("BanditALE", (), {"get_action_set": staticmethod(lambda: action_set)})()
         self.steps = np.zeros(num_envs, dtype=np.int64)  # steps played in the current game
@@ -30,10 +30,7 @@ class BanditVectorEnv:
         self.results = None
 
     def _observe(self):
-        obs = np.zeros((self.num_envs, 4, 84, 84), dtype=np.uint8)
-        for k in range(4):  # frame k of the stack is 3 - k steps old: zero when that is before the game's start
-            obs[self.steps >= 3 - k, k] = FRAME
-        return obs, {"lives": LIVES - self.steps}
+        return np.full((self.num_envs, 1, 84, 84), FRAME, dtype=np.uint8), {"lives": LIVES - self.steps}
 
     def reset(self, seed=None):
         self.steps[:] = 0

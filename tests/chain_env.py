@@ -15,8 +15,8 @@ steps, the final observation of a cut game is the very observation that the game
 there, so its value is learnt, gamma ** (its distance to the end). A loop that treats the cut as terminal learns
 values that are too low before it.
 
-An observation shows each position as its own band of rows (the newest frame last, in a stack of 4 zero-padded at
-a game's start, as ale-py stacks them). Lives stay constant (no life is lost), there is no FIRE in the action set,
+A frame shows each position as its own band of rows; the env returns one frame per env and step, as ale-py does
+with stack_num=1, and the scripts stack them (four copies of a game's first frame at its start). Lives stay constant (no life is lost), there is no FIRE in the action set,
 and the step after a game's end is a NEXT_STEP reset step whose action is ignored, as in ale-py.
 
 CHAIN_FRAMES, the drawing of the frames, is also run here (exec) so that the tests can build the observation of
@@ -37,12 +37,8 @@ def chain_frame(position, length):
 
 def chain_stack(position, start, length):
     # the (4, 84, 84) observation at `position` of a game that started at `start`: frame k is 3 - k steps old,
-    # zero when that is before the game's start
-    stack = np.zeros((4, 84, 84), dtype=np.uint8)
-    for k in range(4):
-        if position - (3 - k) >= start:
-            stack[k] = chain_frame(position - (3 - k), length)
-    return stack
+    # the game's first frame when that is before the game's start
+    return np.stack([chain_frame(max(position - (3 - k), start), length) for k in range(4)])
 """
 
 CHAIN_ENV = (
@@ -62,7 +58,7 @@ class ChainVectorEnv:
         self.num_envs = num_envs
         self.time_limit = max(1, max_num_frames_per_episode // frameskip)  # agent steps per game at most
         self.single_action_space = gym.spaces.Discrete(3)
-        self.single_observation_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+        self.single_observation_space = gym.spaces.Box(0, 255, (1, 84, 84), np.uint8)
         action_set = [Action.NOOP, Action.RIGHT, Action.LEFT]
         self.ale = type("ChainALE", (), {"get_action_set": staticmethod(lambda: action_set)})()
         self.games = np.zeros(num_envs, dtype=np.int64)  # games started in each env
@@ -78,7 +74,7 @@ class ChainVectorEnv:
         self.games[envs] += 1
 
     def _observe(self):
-        obs = np.stack([chain_stack(p, s, LENGTH) for p, s in zip(self.position, self.start)])
+        obs = np.stack([chain_frame(p, LENGTH)[None] for p in self.position])
         return obs, {"lives": np.full(self.num_envs, LIVES, dtype=np.int64)}
 
     def reset(self, seed=None):

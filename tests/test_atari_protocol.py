@@ -124,3 +124,36 @@ def test_sticky_actions_reach_the_env():
 
     assert np.array_equal(frames(0.0), frames(0.0))
     assert not np.array_equal(frames(0.0), frames(0.25))
+
+
+def test_stacks_start_afresh_at_each_game_and_life_and_otherwise_hold_ale_pys_frames():
+    """The agent's stacks against ale-py's own 4-frame stack of the same game, played alike: the same frames, except
+    that a game's first obs and the obs after a forced FIRE (a new life) start a fresh stack of four copies of that
+    frame, as the references' frame stack does after every reset; ale-py's own stack runs on through them."""
+    from ale_py.vector_env import AtariVectorEnv
+
+    ours = ppo.make_env("Breakout-v5", 1, max_episode_frames=1600)
+    theirs = AtariVectorEnv(
+        game="breakout", num_envs=1, stack_num=4, reward_clipping=False, max_num_frames_per_episode=1600
+    )
+    frames, info = ours.reset(seed=2)
+    stacks = np.repeat(frames, 4, axis=1)
+    reference, _ = theirs.reset(seed=2)
+    tracker = ppo.EpisodeTracker(1, info["lives"], ppo.find_fire_action(ours))
+    rng = np.random.default_rng(2)
+    since_start, fresh_starts = 0, 0
+    for _ in range(700):
+        # frame k of our stack is ale-py's frame k, or the stack's first frame where k reaches back before it
+        expected = reference[0][np.maximum(np.arange(4), 3 - min(since_start, 3))]
+        assert np.array_equal(stacks[0], expected), f"{since_start} steps after the stack's start"
+        actions = tracker.with_forced_fire(rng.choice([0, 2, 3], 1))
+        frames, rewards, terminations, truncations, info = ours.step(actions)
+        reference = theirs.step(actions)[0]
+        assert np.array_equal(frames[0, 0], reference[0, -1])  # the same game
+        is_transition, _, _ = tracker.step(rewards, terminations, truncations, info["lives"])
+        stacks = ppo.stack_frames(stacks, frames, ~is_transition)
+        since_start = 0 if not is_transition[0] else since_start + 1
+        fresh_starts += not is_transition[0]
+    ours.close()
+    theirs.close()
+    assert fresh_starts >= 8  # lives lost and games started again: both kinds of start were seen

@@ -35,7 +35,8 @@ def test_replay_buffer_returns_exactly_the_stacks_the_env_gave():
     """
     capacity = 300
     envs = dqn.make_env("Breakout-v5", 1, max_episode_frames=800)  # ~190 steps: some games time out
-    obs, info = envs.reset(seed=3)
+    frames, info = envs.reset(seed=3)
+    obs = np.repeat(frames, 4, axis=1)
     tracker = dqn.EpisodeTracker(1, info["lives"], dqn.find_fire_action(envs))
     rb = dqn.ReplayBuffer(capacity, seed=0)
     rng = np.random.default_rng(0)
@@ -67,8 +68,9 @@ def test_replay_buffer_returns_exactly_the_stacks_the_env_gave():
     for step in range(1500):
         actions = rng.choice([0, 2, 3], 1)  # NOOP, RIGHT, LEFT
         resetting = tracker.resetting[0]
-        next_obs, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
+        frames, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
         is_transition, life_lost, _ = tracker.step(rewards, terminations, truncations, info["lives"])
+        next_obs = dqn.stack_frames(obs, frames, ~is_transition)
         game_over = bool(terminations[0] or truncations[0])
         if not resetting and not is_transition[0]:  # a forced FIRE, stored as the training loop stores it
             slot = rb.add(obs[0], next_obs[0], actions[0], rewards[0], False, game_over, is_transition=False)
@@ -98,9 +100,7 @@ def test_replay_buffer_returns_exactly_the_stacks_the_env_gave():
 def test_replay_buffer_sample_is_vectorised_and_shaped():
     rb = dqn.ReplayBuffer(50, seed=0)
     frames = np.arange(1, 31, dtype=np.uint8)
-    reset = np.zeros((4, 84, 84), np.uint8)
-    reset[-1] = frames[0]
-    obs = reset
+    obs = np.full((4, 84, 84), frames[0], np.uint8)  # a reset obs: four copies of the game's first frame
     for t in range(1, 30):  # one game of 29 steps; frame k is filled with the value k + 1
         next_obs = np.concatenate([obs[1:], np.full((1, 84, 84), frames[t], np.uint8)])
         rb.add(obs, next_obs, t % 4, -3.0 if t == 5 else 0.0, terminal=t == 29, game_over=t == 29)
@@ -108,14 +108,17 @@ def test_replay_buffer_sample_is_vectorised_and_shaped():
     batch = rb.sample(64)
     assert batch.obs.shape == batch.next_obs.shape == (64, 4, 84, 84) and batch.obs.dtype == torch.uint8
     assert batch.actions.dtype == torch.int64 and batch.rewards.dtype == batch.terminals.dtype == torch.float32
-    # the newest frame of next_obs is the one after obs's newest; the first slot's stack is zero-padded
+    # the newest frame of next_obs is the one after obs's newest; the first slots' stacks repeat the first frame
     np.testing.assert_array_equal(batch.next_obs[:, -1, 0, 0], batch.obs[:, -1, 0, 0] + 1)
     first = rb.get(np.array([0]))
-    np.testing.assert_array_equal(first.obs[0, :, 0, 0], [0, 0, 0, 1])
-    np.testing.assert_array_equal(first.next_obs[0, :, 0, 0], [0, 0, 1, 2])
+    np.testing.assert_array_equal(first.obs[0, :, 0, 0], [1, 1, 1, 1])
+    np.testing.assert_array_equal(first.next_obs[0, :, 0, 0], [1, 1, 1, 2])
+    third = rb.get(np.array([2]))
+    np.testing.assert_array_equal(third.obs[0, :, 0, 0], [1, 1, 2, 3])
+    np.testing.assert_array_equal(third.next_obs[0, :, 0, 0], [1, 2, 3, 4])
     assert rb.get(np.array([4])).rewards[0] == -1.0  # stored clipped to its sign
     assert len(rb) == 29 and not rb.is_transition[29]  # the game's final frame starts no transition
-    with pytest.raises(ValueError, match="reset obs"):  # a new game must start from a zero-padded reset obs
+    with pytest.raises(ValueError, match="reset obs"):  # a new game must start from a reset obs
         rb.add(obs, obs, 0, 0.0, terminal=False, game_over=False)
 
 

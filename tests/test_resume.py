@@ -157,13 +157,12 @@ def test_the_replay_memory_comes_back_exactly_through_a_saved_file(tmp_path):
 
     rng = np.random.default_rng(0)
     memory = dqn.ReplayBuffer(50, seed=1)
-    obs = np.zeros((4, 84, 84), dtype=np.uint8)
-    obs[-1] = 7
+    obs = np.full((4, 84, 84), 7, dtype=np.uint8)
     for t in range(80):  # wraps around: every array and counter is in use
         next_obs = np.concatenate([obs[1:], rng.integers(0, 255, (1, 84, 84), dtype=np.uint8)])
         game_over = t % 30 == 29
         memory.add(obs, next_obs, t % 4, 1.0, terminal=game_over, game_over=game_over, is_transition=t % 7 != 3)
-        obs = next_obs if not game_over else np.pad(next_obs[-1:], ((3, 0), (0, 0), (0, 0)))
+        obs = next_obs if not game_over else np.repeat(next_obs[-1:], 4, axis=0)
     path = str(tmp_path / "memory.pt")
     dqn.atomic_save(memory.state_dict(), path)
     expected_batch = memory.sample(16)

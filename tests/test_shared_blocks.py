@@ -9,7 +9,7 @@ import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("dqn_atari_hadamard.py", "ppo_atari_hadamard.py", "pqn_atari_hadamard.py")
-SHARED_EVERYWHERE = ("atari_game", "make_env", "find_fire_action", "EpisodeTracker", "ACTIVATIONS")
+SHARED_EVERYWHERE = ("atari_game", "make_env", "find_fire_action", "EpisodeTracker", "stack_frames", "ACTIVATIONS")
 # epsilon-greedy scripts only (DQN and PQN); rollout scripts only (PPO and PQN)
 SHARED_WHERE_PRESENT = ("linear_schedule", "transition_minibatches")
 # arguments of the algorithm section that every script has, with the same meaning (they come first there)
