@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     for name, runs in results.items():
         last = np.array([means[-1] for means in runs.values()])
         spread = f" ± {last.std(ddof=1):.2f} (sd)" if len(last) > 1 else " (one run)"
-        print(f"{name}: last window {last.mean():.2f}{spread} over {len(last)} runs")
+        print(f"{name}: last window {last.mean():.2f}{spread} over {len(last)} run" + "s" * (len(last) != 1))
     if len(results) >= 2:
         (first, a), (second, b) = list(results.items())[:2]
         shared = sorted(set(a) & set(b), key=str)
