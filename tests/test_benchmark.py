@@ -5,8 +5,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARK = os.path.join(REPO_ROOT, "benchmarks", "throughput.py")
+sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
+
+import pqn_representations as grid_runner  # noqa: E402
 
 
 def test_smallest_benchmark_prints_a_table_and_writes_json(tmp_path):
@@ -88,3 +93,54 @@ def test_score_windows_averages_the_games_that_ended_in_each_window(tmp_path):
     assert "B higher than A in 1 of 2 same-seed windows after the first" in result.stdout
     short = subprocess.run(command[:3] + ["500"] + command[4:], capture_output=True, text=True, timeout=120)
     assert short.returncode != 0 and "not 500 steps" in short.stderr
+
+
+def test_the_results_grid_runs_reports_and_reports_again_the_same(tmp_path):
+    """The results page's command on a tiny grid (4 representations, 1 seed, 1 rollout): runs, report, a second
+    call that has nothing to run, and --report-only writing the very same tables and numbers."""
+    grid = tmp_path / "grid"
+    script = os.path.join(REPO_ROOT, "benchmarks", "pqn_representations.py")
+    tiny = ["--seeds", "1", "--total-timesteps", "1024", "--diagnostics-interval", "1024"]
+    tiny += ["--script-args", "--num-envs 32 --num-steps 32 --num-minibatches 4 --max-episode-frames 64"]  # games of 16
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    first = subprocess.run([sys.executable, script, str(grid), *tiny], capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "4 runs to go" in first.stdout
+    runs = sorted(os.listdir(grid / "runs"))
+    assert sorted(name.split("__")[1] for name in runs) == sorted(grid_runner.VARIANTS)
+    for name in runs:  # the capture at step 1024 saved in every run
+        assert os.listdir(grid / "runs" / name / "activations") == ["step_1024.npz"]
+    tables = (grid / "tables.md").read_text()
+    for label in ("pqn_tanh_hadamard (pqn, tanh+hadamard, 512)", "pqn_tanh_1024 (pqn, tanh, 1024)", "effective rank"):
+        assert label in tables
+    numbers = (grid / "results.csv").read_text()
+    assert sorted(os.listdir(grid / "figures")) == ["breakout_diagnostics.png", "breakout_returns.png"]
+
+    again = subprocess.run([sys.executable, script, str(grid), *tiny], capture_output=True, text=True, env=env)
+    assert again.returncode == 0 and "0 runs to go" in again.stdout, again.stdout + again.stderr
+    os.remove(grid / "tables.md")
+    report = subprocess.run([sys.executable, script, str(grid), "--report-only"], capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr
+    assert (grid / "tables.md").read_text() == tables and (grid / "results.csv").read_text() == numbers
+
+
+def test_the_results_grid_continues_stopped_runs_and_refuses_crashed_ones(tmp_path):
+    def fake_run(exp_name, seed, status, checkpoint):
+        folder = tmp_path / "runs" / f"Breakout-v5__{exp_name}__{seed}__1700000000"
+        folder.mkdir(parents=True)
+        (folder / "args.json").write_text(json.dumps({"exp_name": exp_name, "seed": seed}))
+        (folder / "status.json").write_text(json.dumps({"status": status}))
+        if checkpoint:
+            (folder / "checkpoint.pt").write_bytes(b"")
+        return str(folder)
+
+    fake_run("pqn_tanh_hadamard", 1, "finished", True)
+    stopped = fake_run("pqn_tanh", 1, "interrupted", True)
+    killed = fake_run("pqn_relu", 1, "running", True)
+    commands = grid_runner.plan(str(tmp_path), [1], 400_000, 100_000, "Breakout-v5", [])
+    assert len(commands) == 3  # pqn_tanh_hadamard is kept
+    assert commands[0].endswith(f"--resume {stopped}") and commands[2].endswith(f"--resume {killed}")
+    assert "--exp-name pqn_tanh_1024" in commands[1] and "--no-hadamard --hidden-dim 1024" in commands[1]
+    fake_run("pqn_tanh_1024", 1, "interrupted", False)  # stopped before its first checkpoint
+    with pytest.raises(SystemExit, match="pqn_tanh_1024__1.* cannot be continued"):
+        grid_runner.plan(str(tmp_path), [1], 400_000, 100_000, "Breakout-v5", [])
