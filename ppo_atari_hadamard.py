@@ -182,10 +182,8 @@ class EpisodeTracker:
 
 
 def stack_frames(stacks: np.ndarray, frames: np.ndarray, fresh: np.ndarray) -> np.ndarray:
-    """The agent's observations after a step: each env's stack of its last 4 frames, (num_envs, 4, 84, 84), oldest
-    first, with the frame the step returned, (num_envs, 1, 84, 84), pushed in. Where fresh (the obs of a step that is
-    not the agent's: a new game's reset obs or the forced FIRE that starts a new life) the stack starts again as four
-    copies of the frame, as the references' frame stack does at every reset, and so at every lost life."""
+    """Each env's last 4 frames, oldest first, after a step that returned frames (num_envs, 1, 84, 84); where fresh
+    (after a step not the agent's: a new game or a new life) four copies of the new frame, as the references stack."""
     stacks = np.concatenate((stacks[:, 1:], frames), axis=1)
     stacks[fresh] = frames[fresh]
     return stacks
