@@ -146,8 +146,8 @@ class EpisodeTracker:
     A game's score adds up over all its lives; a lost life is terminal for learning only. Two kinds of env step are
     not the agent's: the reset step after a game ends (NEXT_STEP autoreset ignores its action) and, given the game's
     fire_action, the forced FIRE after a lost life that serves the next ball (the loop sends with_forced_fire).
-    They count in global_step, but is_transition is False on them: nothing learns from them and episodic_length
-    leaves them out (a forced FIRE's reward counts in the score).
+    They count in global_step, but is_transition is False on them: nothing learns from them, episodic_length
+    leaves them out (a forced FIRE's reward counts in the score), and the frame each returns starts a fresh stack.
     """
 
     def __init__(self, num_envs: int, lives: np.ndarray, fire_action: int | None = None):
@@ -182,8 +182,8 @@ class EpisodeTracker:
 
 
 def stack_frames(stacks: np.ndarray, frames: np.ndarray, fresh: np.ndarray) -> np.ndarray:
-    """Each env's last 4 frames, oldest first, after a step that returned frames (num_envs, 1, 84, 84); where fresh
-    (after a step not the agent's: a new game or a new life) four copies of the new frame, as the references stack."""
+    """Pushes each env's new frame (num_envs, 1, 84, 84) onto its stack (num_envs, 4, 84, 84), oldest first, into a
+    new array; where fresh (a new game or life begins) the stack restarts as four copies of the new frame."""
     stacks = np.concatenate((stacks[:, 1:], frames), axis=1)
     stacks[fresh] = frames[fresh]
     return stacks
@@ -483,7 +483,7 @@ def evaluate(model_path: str, args: Args, device: torch.device, writer: SummaryW
     agent = NETWORK(envs.single_action_space.n, args.activation, args.hadamard, args.hidden_dim).to(device)
     agent.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
     frames, info = envs.reset(seed=args.seed + args.num_envs)  # games the training envs did not start from
-    obs = np.repeat(frames, 4, axis=1)
+    obs = np.repeat(frames, 4, axis=1)  # a game starts from four copies of its first frame
     tracker, scores = EpisodeTracker(args.eval_episodes, info["lives"], fire_action), {}
     say(f"evaluation: {args.eval_episodes} games")
     try:

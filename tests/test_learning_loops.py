@@ -50,7 +50,7 @@ def test_the_training_loop_learns_the_paying_action(script, tmp_path):
     network_class = module.Agent if script == "ppo" else module.QNetwork
     network = network_class(3, "tanh", True, HIDDEN_DIM)
     network.load_state_dict(torch.load(os.path.join(run_dir, f"{script}_atari_hadamard.pt"), weights_only=True))
-    state = torch.full((1, 4, 84, 84), 100, dtype=torch.uint8)  # the bandit's every frame after 3 steps
+    state = torch.full((1, 4, 84, 84), 100, dtype=torch.uint8)  # the bandit's every stack: four copies of its frame
     with torch.no_grad():
         if script == "ppo":
             hidden = network.representation(state)
