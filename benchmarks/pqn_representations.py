@@ -109,7 +109,11 @@ def main(argv=None) -> int:
     parser.add_argument("--total-timesteps", type=int, default=400_000, help="steps per run (400,000)")
     parser.add_argument("--diagnostics-interval", type=int, default=100_000, help="steps between captures (100,000)")
     parser.add_argument("--report-only", action="store_true", help="only write the report, from the runs there")
-    parser.add_argument("--script-args", default="", help="more flags for every new run, e.g. smaller sizes for a try")
+    parser.add_argument(
+        "--script-args",
+        default="",
+        help="more flags for every new run, after the grid's (they win), e.g. smaller sizes for a try",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.total_timesteps < 1 or args.diagnostics_interval < 1:
         parser.error("--jobs, --total-timesteps and --diagnostics-interval must be positive")

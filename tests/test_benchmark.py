@@ -12,6 +12,8 @@ BENCHMARK = os.path.join(REPO_ROOT, "benchmarks", "throughput.py")
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
 import pqn_representations as grid_runner  # noqa: E402
+from bandit_env import BANDIT_ENV  # noqa: E402
+from faults import fault_folder  # noqa: E402
 
 
 def test_smallest_benchmark_prints_a_table_and_writes_json(tmp_path):
@@ -96,22 +98,26 @@ def test_score_windows_averages_the_games_that_ended_in_each_window(tmp_path):
 
 
 def test_the_results_grid_runs_reports_and_reports_again_the_same(tmp_path):
-    """The results page's command on a tiny grid (4 representations, 1 seed, 1 rollout): runs, report, a second
-    call that has nothing to run, and --report-only writing the very same tables and numbers."""
+    """The results page's command on a tiny grid (4 representations, 1 seed, 1 rollout of the bandit env in place of
+    Breakout, smaller layers): runs, report, a second call that has nothing to run, and --report-only writing the very
+    same tables and numbers."""
     grid = tmp_path / "grid"
     script = os.path.join(REPO_ROOT, "benchmarks", "pqn_representations.py")
-    tiny = ["--seeds", "1", "--total-timesteps", "1024", "--diagnostics-interval", "1024"]
-    tiny += ["--script-args", "--num-envs 32 --num-steps 32 --num-minibatches 4 --max-episode-frames 64"]  # games of 16
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    tiny = ["--seeds", "1", "--total-timesteps", "64", "--diagnostics-interval", "64", "--script-args"]
+    tiny += [
+        "--num-envs 8 --num-steps 8 --num-minibatches 2 --hidden-dim 64 --diagnostics-samples 64 --max-episode-frames 32"
+    ]
+    site = fault_folder(tmp_path, BANDIT_ENV, "bandit")  # games of 8 steps
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(site))
     first = subprocess.run([sys.executable, script, str(grid), *tiny], capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "4 runs to go" in first.stdout
     runs = sorted(os.listdir(grid / "runs"))
     assert sorted(name.split("__")[1] for name in runs) == sorted(grid_runner.VARIANTS)
-    for name in runs:  # the capture at step 1024 saved in every run
-        assert os.listdir(grid / "runs" / name / "activations") == ["step_1024.npz"]
+    for name in runs:  # the capture at step 64 saved in every run
+        assert os.listdir(grid / "runs" / name / "activations") == ["step_64.npz"]
     tables = (grid / "tables.md").read_text()
-    for label in ("pqn_tanh_hadamard (pqn, tanh+hadamard, 512)", "pqn_tanh_1024 (pqn, tanh, 1024)", "effective rank"):
+    for label in ("pqn_tanh_hadamard (pqn, tanh+hadamard, 64)", "pqn_relu (pqn, relu, 64)", "effective rank"):
         assert label in tables
     numbers = (grid / "results.csv").read_text()
     assert sorted(os.listdir(grid / "figures")) == ["breakout_diagnostics.png", "breakout_returns.png"]

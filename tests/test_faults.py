@@ -161,7 +161,12 @@ def folder_state(run_dir) -> dict:
         ("truncated model", "pqn_atari_hadamard.pt: damaged: "),
     ],
 )
-def test_a_damaged_or_foreign_file_is_refused_in_one_line_and_nothing_changes(damage, reason, stopped_run, tmp_path):
+def test_a_damaged_or_foreign_file_is_refused_in_one_line_and_nothing_changes(
+    damage, reason, stopped_run, tmp_path, monkeypatch, capfd
+):
+    """The script's own start-up (parse_args, what __main__ runs before any work), in this process for speed."""
+    import pqn_atari_hadamard as pqn
+
     run_dir = tmp_path / "runs" / stopped_run.name
     run_dir.parent.mkdir()
     os.system(f"cp -r {stopped_run} {run_dir}")
@@ -181,9 +186,11 @@ def test_a_damaged_or_foreign_file_is_refused_in_one_line_and_nothing_changes(da
         torch.save(ppo.Agent(4, hidden_dim=32).state_dict(), run_dir / name)
     before = folder_state(run_dir)
     args = ["--resume", f"runs/{run_dir.name}"] + (["--eval-only"] if "model" in damage else [])
-    result = run_script(PQN, tmp_path, args, timeout=60)
-    assert result.returncode == 2
-    (line,) = result.stderr.strip().splitlines()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        pqn.parse_args(args)
+    assert stopped.value.code == 2
+    (line,) = capfd.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and reason in line, line
     assert folder_state(run_dir) == before
 
