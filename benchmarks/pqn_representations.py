@@ -42,11 +42,9 @@ def existing_runs(runs_dir: str) -> dict[tuple[str, int], tuple[str, dict]]:
                 args = json.load(f)
             with open(os.path.join(folder, "status.json")) as f:
                 status = json.load(f)
-        except (OSError, ValueError):
-            raise SystemExit(
-                f"error: {folder} is no run of this grid (no readable args.json and status.json)"
-            ) from None
-        key = (args["exp_name"], int(args["seed"]))
+            key = (str(args["exp_name"]), int(args["seed"]))
+        except (OSError, ValueError, TypeError, KeyError):
+            raise SystemExit(f"error: {folder} is no run of this grid (no readable args.json or status.json)") from None
         if key in found:
             raise SystemExit(f"error: two runs of {key[0]} seed {key[1]}: {found[key][0]} and {folder}")
         found[key] = folder, status

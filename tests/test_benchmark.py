@@ -150,3 +150,6 @@ def test_the_results_grid_continues_stopped_runs_and_refuses_crashed_ones(tmp_pa
     fake_run("pqn_tanh_1024", 1, "interrupted", False)  # stopped before its first checkpoint
     with pytest.raises(SystemExit, match="pqn_tanh_1024__1.* cannot be continued"):
         grid_runner.plan(str(tmp_path), [1], 400_000, 100_000, "Breakout-v5", [])
+    (tmp_path / "runs" / "Breakout-v5__pqn_tanh_1024__1__1700000000" / "args.json").write_text("{}")
+    with pytest.raises(SystemExit, match="is no run of this grid"):  # a folder without a run's arguments
+        grid_runner.plan(str(tmp_path), [1], 400_000, 100_000, "Breakout-v5", [])
