@@ -282,12 +282,13 @@ def _variant(run_dir: str) -> str | None:
     folder = os.path.abspath(run_dir)
     if os.path.basename(folder) == "activations" and not os.path.exists(os.path.join(folder, "args.json")):
         folder = os.path.dirname(folder)  # given the activations folder itself
+    import run_management
+
+    args = run_management.read_run_folder(folder)[0]
     try:
-        with open(os.path.join(folder, "args.json")) as f:
-            args = json.load(f)
         product = "+hadamard" if args["hadamard"] is True else ""
         return f"{args['activation']}{product} {args['hidden_dim']} seed {args['seed']}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):  # no readable args.json (None), or not a run's
         return None
 
 

@@ -13,22 +13,8 @@ Watch:  tensorboard --logdir runs      Diagnostics offline:  python diagnostics.
 Stop:   Ctrl-C saves and exits 75 (with --save-model); continue with --resume runs/<run> (docs/long-runs.md)
 """
 
-import dataclasses
-import difflib
-import errno
-import importlib.util
-import json
-import math
 import os
 import random
-import re
-import signal
-import socket
-import sys
-import threading
-import time
-import traceback
-from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,9 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import tyro
-from torch.utils.tensorboard import SummaryWriter
 
 import diagnostics
+import run_management
 
 
 @dataclass
@@ -62,6 +48,9 @@ class Args:
     start_e: float = 1.0  # the starting epsilon for exploration
     end_e: float = 0.001  # the ending epsilon for exploration (also the evaluation's epsilon)
     exploration_fraction: float = 0.10  # the fraction of `total_timesteps` it takes from start_e to go to end_e
+    batch_size: tyro.conf.Suppress[int] = 0  # computed at run time: num_envs * num_steps, the steps of a rollout
+    minibatch_size: tyro.conf.Suppress[int] = 0  # computed at run time: batch_size // num_minibatches (at most)
+    num_iterations: tyro.conf.Suppress[int] = 0  # computed at run time: total_timesteps // batch_size, the rollouts
 
     # Representation (the paper's method by default)
     activation: Literal["tanh", "relu", "sigmoid"] = "tanh"  # of the final hidden layer (the convolutions use ReLU)
@@ -90,18 +79,6 @@ class Args:
     eval_only: bool = False  # with --resume: only play the evaluation games of the run's saved model
 
 
-def atari_game(env_id: str) -> str:
-    """The ale-py ROM id of an env id ("Breakout-v5" and "ALE/Breakout-v5" -> "breakout"), or a clear error."""
-    from ale_py.roms import get_all_rom_ids
-
-    name = re.sub(r"-v\d+$", "", env_id.split("/")[-1])
-    game = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() if not name.islower() else name
-    if game not in get_all_rom_ids():
-        close = difflib.get_close_matches(game, get_all_rom_ids(), n=3)
-        raise ValueError(f"unknown Atari game '{env_id}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
-    return game
-
-
 def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repeat_action_probability: float = 0.0):
     """ale-py's C++ vector env with the references' Atari preprocessing (docs/protocol.md). Rewards come raw
     (learning clips them to their sign), a lost life is no episode end here (EpisodeTracker sees it in
@@ -110,7 +87,7 @@ def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repe
     from ale_py.vector_env import AtariVectorEnv
 
     return AtariVectorEnv(
-        game=atari_game(env_id),
+        game=run_management.atari_game(env_id),
         num_envs=num_envs,
         frameskip=4,
         maxpool=True,
@@ -315,10 +292,11 @@ def transition_minibatches(is_transition: torch.Tensor, num_minibatches: int) ->
 
 
 def train(args: Args) -> int:
-    """Trains the Q-network; returns the exit status (0 finished, 75 interrupted, 1 crashed)."""
+    """Trains the Q-network; returns the exit status (0 finished, 75 interrupted, 1 crashed on a fault of the machine)."""
     args.batch_size = args.num_envs * args.num_steps
+    args.minibatch_size = args.batch_size // args.num_minibatches
     args.num_iterations = args.total_timesteps // args.batch_size
-    run = Run(args)  # the run folder: TensorBoard, status.json, checkpoints, a safe stop on Ctrl-C (see the plumbing)
+    run = run_management.Run(args, SCRIPT)  # the run folder, its TensorBoard writer, checkpoints, a safe stop
     writer = run.writer
 
     # TRY NOT TO MODIFY: seeding
@@ -334,12 +312,10 @@ def train(args: Args) -> int:
     fire_action = find_fire_action(envs) if args.fire_on_life_loss else None  # pressed after every lost life
 
     q_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
-    # foreach: the multi-tensor update, which PyTorch picks by itself on GPUs only; it is faster on CPUs too
     optimizer = torch.optim.RAdam(q_network.parameters(), lr=args.learning_rate, foreach=True)
     probe_generator = torch.Generator(device=device).manual_seed(args.seed)  # diagnostics' own, not training's
 
-    # ALGO LOGIC: rollout storage. What the network reads and writes stays on the device (observations as uint8);
-    # what the env returns (rewards and flags) stays on the host and is copied over once per rollout
+    # ALGO LOGIC: rollout storage: what the network reads on the device, what the env returns on the host
     obs = torch.zeros((args.num_steps, args.num_envs, 4, 84, 84), dtype=torch.uint8, device=device)
     actions = torch.zeros((args.num_steps, args.num_envs), dtype=torch.long, device=device)
     max_q = torch.zeros((args.num_steps + 1, args.num_envs), device=device)  # and maxQ of the obs after the rollout
@@ -347,15 +323,15 @@ def train(args: Args) -> int:
     terminals = np.zeros((args.num_steps, args.num_envs), dtype=np.float32)  # game over or lost life: no bootstrap
     is_transition = np.zeros((args.num_steps, args.num_envs), dtype=bool)  # False on the steps not the agent's
 
-    # TRY NOT TO MODIFY: start the games (a resumed run restores its checkpoint, then plays fresh games)
-    global_step = run.start(q_network, optimizer=optimizer, probe_generator=probe_generator)
+    # TRY NOT TO MODIFY: start the games. Name any new stateful part here too, or --resume drifts from a full run
+    global_step = run.start_training(q_network, optimizer=optimizer, probe_generator=probe_generator)
     frames, info = envs.reset(seed=run.games_seed)
     stacks = np.repeat(frames, 4, axis=1)  # a game starts from four copies of its first frame
     next_obs = torch.from_numpy(stacks).to(device)
     tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     epsilon_duration = args.exploration_fraction * args.total_timesteps
 
-    with run:  # an error or a second Ctrl-C ends the loop here, and run.end below records it
+    with run:  # a bug is recorded here, then raised; a second Ctrl-C or a full disk ends the loop here
         for iteration in range(global_step // args.batch_size + 1, args.num_iterations + 1):
             if args.anneal_lr:
                 frac = 1.0 - (iteration - 1.0) / args.num_iterations
@@ -372,8 +348,7 @@ def train(args: Args) -> int:
                 random_actions = torch.randint(num_actions, (args.num_envs,), device=device)
                 action = torch.where(explore, random_actions, greedy_actions)
 
-                # TRY NOT TO MODIFY: play the step. send copies the actions to the host (the one copy per step); the
-                # envs play them in their own threads while the device stores this step; recv waits for the results
+                # TRY NOT TO MODIFY: play the step; the envs play it in their threads while the device stores the step
                 envs.send(tracker.with_forced_fire(action.cpu().numpy()))  # FIRE after a lost life, if forced
                 obs[step] = next_obs
                 actions[step] = action
@@ -407,7 +382,7 @@ def train(args: Args) -> int:
             b_is_transition = trans.reshape(-1)
 
             # ALGO LOGIC: optimise 0.5 * MSE(Q(s, a), G) over update_epochs epochs of num_minibatches minibatches
-            loss_sums = torch.zeros(2, device=device)  # summed over all minibatches, averaged when logged
+            loss_sums = {}  # by name, summed over all minibatches, averaged when logged
             num_minibatch_updates = 0
             for epoch in range(args.update_epochs):
                 for mb in transition_minibatches(b_is_transition, args.num_minibatches):
@@ -417,13 +392,14 @@ def train(args: Args) -> int:
                     loss.backward()
                     nn.utils.clip_grad_norm_(q_network.parameters(), args.max_grad_norm)
                     optimizer.step()
-                    loss_sums += torch.stack([loss, q_mean]).detach()
+                    for name, value in dict(td_loss=loss, q_values=q_mean).items():
+                        loss_sums[name] = loss_sums.get(name, 0.0) + value.detach()
                     num_minibatch_updates += 1
 
             # TRY NOT TO MODIFY: record losses for plotting purposes (one host copy per update)
-            mean_loss, mean_q = (loss_sums / num_minibatch_updates).tolist()
-            writer.add_scalar("losses/td_loss", mean_loss, global_step)
-            writer.add_scalar("losses/q_values", mean_q, global_step)
+            mean_losses = (torch.stack(list(loss_sums.values())) / num_minibatch_updates).tolist()
+            for name, value in zip(loss_sums, mean_losses):
+                writer.add_scalar(f"losses/{name}", value, global_step)
             writer.add_scalar("charts/epsilon", epsilon, global_step)
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
 
@@ -431,46 +407,34 @@ def train(args: Args) -> int:
             if args.diagnostics_interval > 0 and global_step % args.diagnostics_interval < args.batch_size:
                 probe = torch.randperm(args.batch_size, generator=probe_generator, device=device)
                 layers = diagnostics.capture_activations(q_network, b_obs[probe[: args.diagnostics_samples]])
-                diagnostics.log_diagnostics(
-                    writer,
-                    global_step,
-                    layers,
-                    hidden_activation=args.activation,
-                    dead_threshold=args.dead_threshold,
-                    dormant_tau=args.dormant_tau,
-                    save_dir=run.activations_dir,
-                )
-            run.log_speed(global_step)  # charts/SPS, and a console line every few seconds
+                diagnostics.log_diagnostics(writer, global_step, layers, hidden_activation=args.activation,
+                                            dead_threshold=args.dead_threshold, dormant_tau=args.dormant_tau,
+                                            save_dir=run.activations_dir)  # fmt: skip
+            run.log_progress(global_step)  # charts/SPS, and a console line every few seconds
 
             # TRY NOT TO MODIFY: between two rollouts the run is whole: checkpoint it now and then, stop when asked
             if args.checkpoint_interval > 0 and global_step % args.checkpoint_interval < args.batch_size:
-                run.save(global_step)
-            if run.stop:
+                run.save_checkpoint(global_step)
+            if run.stop_requested:
                 break
     envs.close()
 
     # TRY NOT TO MODIFY: keep what the run reached (--save-model: evaluate it once trained), record how it ended
-    return run.end(global_step, training_over=global_step >= args.num_iterations * args.batch_size, device=device)
+    return run.finish(global_step, training_over=global_step >= args.num_iterations * args.batch_size, device=device)
 
 
-# ======================================================================================================================
-# The algorithm ends here. Below: this algorithm's evaluation and argument rules, then from EXIT_CRASHED on a block
-# the three scripts share line for line: signals, checkpoints and resume, status.json, the console, the checks.
-# ======================================================================================================================
-
-
-def evaluate(model_path: str, args: Args, device: torch.device, writer: SummaryWriter, stop) -> list[float]:
+def evaluate(model_path: str, args: Args, device: torch.device, stop) -> list[float]:
     """The saved model plays one full game in each of eval_episodes envs (so that short games are not favoured),
-    epsilon-greedy with epsilon end_e; each score is logged as its game ends, and a signal stops it early."""
+    epsilon-greedy with epsilon end_e; returns the scores, and a signal stops it early."""
     envs = make_env(args.env_id, args.eval_episodes, args.max_episode_frames, args.repeat_action_probability)
     fire_action = find_fire_action(envs) if args.fire_on_life_loss else None
     num_actions = envs.single_action_space.n
-    q_network = NETWORK(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
+    q_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
     q_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
     frames, info = envs.reset(seed=args.seed + args.num_envs)  # games the training envs did not start from
     obs = np.repeat(frames, 4, axis=1)  # a game starts from four copies of its first frame
     tracker, scores = EpisodeTracker(args.eval_episodes, info["lives"], fire_action), {}
-    say(f"evaluation: {args.eval_episodes} games")
+    run_management.say(f"evaluation: {args.eval_episodes} games")
     try:
         while len(scores) < args.eval_episodes and not stop:
             with torch.no_grad():
@@ -484,23 +448,21 @@ def evaluate(model_path: str, args: Args, device: torch.device, writer: SummaryW
             for env, score, _ in finished:
                 if env not in scores:  # only each env's first game counts
                     scores[env] = score
-                    writer.add_scalar("eval/episodic_return", score, len(scores) - 1)
-                    say(f"evaluation: game {len(scores)}/{args.eval_episodes} returned {score:.1f}")
+                    run_management.say(f"evaluation: game {len(scores)}/{args.eval_episodes} returned {score:.1f}")
     except KeyboardInterrupt:  # a second signal
         pass
     envs.close()
     return list(scores.values())
 
 
-NETWORK = QNetwork  # the network of the model file (its layers are checked before --eval-only plays it)
 # the ranges of this algorithm's own arguments (None: an optional argument not given), then its other rules
-ALGORITHM_RANGES = {
+ARGUMENT_RANGES = {
     "must be positive": ("num_steps", "num_minibatches", "update_epochs", "max_grad_norm"),
     "must lie in [0, 1]": ("q_lambda", "start_e", "end_e", "exploration_fraction"),
 }
 
 
-def algorithm_checks(args: Args) -> list[tuple[bool, str]]:
+def argument_rules(args: Args) -> list[tuple[bool, str]]:
     batch = args.num_envs * args.num_steps
     rollout = f"--num-envs * --num-steps ({args.num_envs} * {args.num_steps} = {batch})"
     return [
@@ -520,402 +482,7 @@ def algorithm_checks(args: Args) -> list[tuple[bool, str]]:
     ]
 
 
-EXIT_CRASHED, EXIT_BAD_ARGUMENTS, EXIT_INTERRUPTED = 1, 2, 75  # 75 (EX_TEMPFAIL): --resume continues the run
-
-
-def say(message: str, error: bool = False) -> None:
-    """Prints one line. A closed terminal (EIO) or a closed pipe (EPIPE) silences the console, never the run."""
-    stream = sys.stderr if error else sys.stdout
-    try:
-        print(message, file=stream, flush=True)
-    except OSError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-
-
-class StopRequest:
-    """Ctrl-C (SIGINT), SIGTERM and SIGHUP ask the run to stop at the next safe point (between two steps or rollouts,
-    where a checkpoint continues it exactly; between two evaluation steps); a second signal stops it at once."""
-
-    def __init__(self):
-        self.signal_name, self.at_once = None, False
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.signal_name is not None:
-            self.at_once = True
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-
-    def __bool__(self) -> bool:
-        return self.signal_name is not None
-
-
-class Run:
-    """A run's folder and what keeps it safe: TensorBoard, status.json, the console, checkpoints and how it ends.
-    `with run:` around the loop turns an error (or a second signal) into a record; run.end then saves what it can,
-    evaluates a finished training and records how the run ended, in one place."""
-
-    def __init__(self, args: Args):
-        self.args, self.script, self.crash, self.unsaved, self.parts = args, os.path.basename(__file__), None, None, {}
-        # TensorBoard's writer thread raises a write error (a full disk) again in the loop, where the run records it
-        threading.excepthook = lambda hook: (
-            None if issubclass(hook.exc_type, OSError) else threading.__excepthook__(hook)
-        )
-        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
-        self.dir = args.resume or os.path.join("runs", name)
-        self.model_path = os.path.join(self.dir, f"{args.exp_name}.pt")
-        self.checkpoint_path = os.path.join(self.dir, "checkpoint.pt")
-        self.activations_dir = os.path.join(self.dir, "activations") if args.save_activations else None
-        self.checkpoint = self.saved_step = None  # the checkpoint to restore; the step of the one on disk
-        if args.resume is None:
-            try:
-                os.makedirs(self.dir)
-            except FileExistsError:
-                say(f"error: {self.dir} exists already; a run never overwrites another", error=True)
-                sys.exit(EXIT_BAD_ARGUMENTS)
-            with open(os.path.join(self.dir, "args.json"), "w") as f:
-                json.dump(vars(args), f, indent=2)
-        else:
-            self.checkpoint = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
-        if args.track:
-            import wandb
-
-            wandb_run = os.path.basename(os.path.normpath(self.dir))
-            wandb.init(
-                project=args.wandb_project_name,
-                entity=args.wandb_entity,
-                sync_tensorboard=True,
-                config=vars(args),
-                name=wandb_run,
-                save_code=True,
-            )
-        # a resumed run's TensorBoard hides what the stopped one logged after its checkpoint
-        self.writer = SummaryWriter(
-            self.dir, purge_step=self.checkpoint["global_step"] + 1 if self.checkpoint else None
-        )
-        if args.resume is None:
-            table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
-            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
-        write_status(
-            self.dir, script=self.script, status="running", message=None, host=socket.gethostname(), pid=os.getpid()
-        )
-        self.stop, self.recent_returns = StopRequest(), deque(maxlen=20)  # the latest full-game scores, for the console
-        self.games_seed = args.seed
-
-    def start(self, network: nn.Module, **parts) -> int:
-        """Starts the clock and names what a checkpoint holds; a resumed run loads it all back. Returns the step the
-        run starts from (0 for a new run) and sets games_seed, the seed of the games it starts."""
-        self.parts, self.start_time = {"network": network, **parts}, time.time()
-        self.last_print = self.start_time
-        parameters, device = sum(p.numel() for p in network.parameters()), next(network.parameters()).device
-        say(f"device {device} | {type(network).__name__} of {parameters:,} parameters | run folder {self.dir}")
-        if self.checkpoint is None:
-            return 0
-        checkpoint, self.checkpoint = self.checkpoint, None
-        for name, part in self.parts.items():
-            if isinstance(part, torch.Generator):
-                part.set_state(checkpoint[name])
-            else:
-                part.load_state_dict(checkpoint[name])
-        rng = checkpoint["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy(), *rng["numpy"][2:]))
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.recent_returns.extend(checkpoint["recent_returns"])
-        self.start_time -= checkpoint["elapsed_time"]
-        self.saved_step = step = checkpoint["global_step"]
-        # the games in progress cannot be saved: fresh games, seeded anew for each (seed, step)
-        seed = np.random.SeedSequence([self.args.seed, step]).generate_state(1)[0]
-        self.games_seed = int(seed) % (2**31 - self.args.num_envs)
-        say(f"resumed at step {step:,} from {self.checkpoint_path}")
-        return step
-
-    def training_state(self, step: int) -> dict:
-        """All that --resume restores: the parts' states, the progress and the random generators."""
-        numpy_rng = np.random.get_state()
-        rng = {"python": random.getstate(), "numpy": (numpy_rng[0], torch.from_numpy(numpy_rng[1]), *numpy_rng[2:])}
-        rng["torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        state = {"script": self.script, "global_step": step, "recent_returns": list(self.recent_returns), "rng": rng}
-        state["elapsed_time"] = time.time() - self.start_time
-        for name, part in self.parts.items():
-            state[name] = part.get_state() if isinstance(part, torch.Generator) else part.state_dict()
-        return state
-
-    def save(self, step: int, checkpoint: bool = True) -> None:
-        """Writes the model, then (unless told not to) the checkpoint that continues the run exactly."""
-        if checkpoint and step == self.saved_step:
-            return  # on disk already
-        atomic_save(self.parts["network"].state_dict(), self.model_path)
-        if checkpoint:
-            try:
-                atomic_save(self.training_state(step), self.checkpoint_path)
-            except OSError as error:
-                raise OSError(f"the model was saved to {self.model_path}, but {error}") from error
-            write_status(self.dir, checkpoint_step=step)
-            self.saved_step = step
-
-    def log_speed(self, step: int) -> None:
-        """charts/SPS, and every few seconds one console line: progress, speed, time left and the latest scores."""
-        sps = step / max(time.time() - self.start_time, 1e-9)
-        self.writer.add_scalar("charts/SPS", int(sps), step)
-        if time.time() - self.last_print > 5:
-            self.last_print, total, scores = time.time(), self.args.total_timesteps, self.recent_returns
-            returns = f"{np.mean(scores):.1f} (mean of last {len(scores)})" if scores else "-"
-            eta = (total - step) / max(sps, 1e-9) / 60
-            say(
-                f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta:.0f} min | "
-                f"return {returns}"
-            )
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, trace) -> bool:
-        self.crash = error if isinstance(error, Exception) else None
-        return isinstance(error, (Exception, KeyboardInterrupt))  # KeyboardInterrupt: a second signal
-
-    def end(self, step: int, training_over: bool, device: torch.device) -> int:
-        """Keeps what the run reached, evaluates it when its training is over, records how it ended: the exit status."""
-        whole = self.crash is None and not self.stop.at_once  # stopped between two steps: a checkpoint continues it
-        if self.args.save_model:
-            try:
-                self.save(step, checkpoint=whole)
-                say(f"model saved to {self.model_path}")
-            except KeyboardInterrupt:  # a second signal while saving: the previous files stay as they were
-                whole = False
-            except OSError as error:  # a full disk, say: the previous files stay as they were
-                self.crash = self.crash or error
-                self.unsaved = error if self.crash is not error else None
-        if self.crash is not None:
-            message = f"crashed at step {step:,}: {type(self.crash).__name__}: {self.crash}"
-            return self.record(step, "crashed", message + (f"; and {self.unsaved}" if self.unsaved else ""))
-        if not (whole and training_over):
-            how = f"by {self.stop.signal_name}" + (" (twice: at once)" if self.stop.at_once else "")
-            resume = f"python {self.script} --resume {self.dir}"
-            then = f"continue with {resume}" if self.args.save_model and whole else "keeping what was logged"
-            return self.record(step, "interrupted", f"interrupted {how} at step {step:,}: {then}")
-        if self.args.save_model and self.args.eval_episodes > 0:
-            if not evaluation(self.args, self.dir, device, self.writer, self.stop):
-                message = f"evaluation interrupted by {self.stop.signal_name}: --resume {self.dir} plays it again"
-                return self.record(step, "interrupted", message)
-        if os.path.exists(self.checkpoint_path):
-            os.remove(self.checkpoint_path)  # a finished run is not resumed: its model stays (DQN: GBs of replay go)
-            write_status(self.dir, checkpoint_step=None)
-        return self.record(step, "finished", f"finished at step {step:,}")
-
-    def record(self, step: int, outcome: str, message: str) -> int:
-        """Writes how the run ended to status.json and TensorBoard, says it, and returns the exit status."""
-        error = "".join(traceback.format_exception(self.crash)) if outcome == "crashed" else None
-        try:
-            write_status(
-                self.dir, status=outcome, step=step, message=message, signal=self.stop.signal_name, traceback=error
-            )
-        except OSError as failure:  # a full disk: the console still says how the run ended
-            message += f" (status.json not updated: {failure})"
-        try:
-            self.writer.add_text("run/status", f"{outcome}: {message}", step)
-            self.writer.close()
-        except Exception as failure:  # its writer thread's error (a full disk), raised again here
-            message += f" (TensorBoard's last events not written: {failure})"
-        if outcome == "crashed":
-            say(f"error: {message} (traceback in {os.path.join(self.dir, 'status.json')})", error=True)
-        else:
-            say(message)
-        say(f"run folder: {self.dir}")
-        return {"finished": 0, "interrupted": EXIT_INTERRUPTED, "crashed": EXIT_CRASHED}[outcome]
-
-
-def evaluation(args: Args, run_dir: str, device: torch.device, writer: SummaryWriter, stop) -> bool:
-    """The saved model's evaluation; status.json records its scores once all games were played (True then)."""
-    scores = evaluate(os.path.join(run_dir, f"{args.exp_name}.pt"), args, device, writer, stop)
-    say(f"evaluation: mean return {np.mean(scores or np.nan):.1f} over {len(scores)} of {args.eval_episodes} games")
-    if len(scores) == args.eval_episodes:  # else the evaluation recorded before stays
-        write_status(run_dir, evaluation={"returns": scores, "of": args.eval_episodes})
-    return len(scores) == args.eval_episodes
-
-
-def evaluate_saved_model(args: Args) -> int:
-    """--resume RUN --eval-only: the evaluation of the run's saved model, nothing else; returns the exit status."""
-    writer = SummaryWriter(args.resume)
-    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-    complete = evaluation(args, args.resume, device, writer, StopRequest())
-    writer.close()
-    say(f"run folder: {args.resume}")
-    return 0 if complete else EXIT_INTERRUPTED
-
-
-def atomic_save(obj, path: str) -> None:
-    """torch.save to a temporary name, synced, then renamed: the file is whole or absent, never truncated. A failed
-    write (a full disk, a file size limit) raises OSError naming the file and the error beneath torch's."""
-    try:
-        with open(path + ".tmp", "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(path + ".tmp", path)
-    except BaseException as error:  # a full disk, a second signal: no half-written file is left behind
-        if os.path.exists(path + ".tmp"):
-            os.remove(path + ".tmp")
-        cause = error
-        while cause is not None and not isinstance(cause, OSError):  # torch's zip writer wraps the OSError
-            cause = cause.__cause__ or cause.__context__
-        if not isinstance(error, Exception):
-            raise
-        full = getattr(cause, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
-        raise OSError(f"could not write {path}: {cause or error}" + (" (the disk is full?)" if full else "")) from error
-
-
-def write_status(run_dir: str, **fields) -> None:
-    """Updates the run's status.json (how far the run is and how it ended), whole or not at all."""
-    path, status = os.path.join(run_dir, "status.json"), {}
-    if os.path.exists(path):
-        with open(path) as f:
-            status = json.load(f)
-    status.update(fields, updated=time.strftime("%Y-%m-%d %H:%M:%S"))
-    with open(path + ".tmp", "w") as f:
-        json.dump(status, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
-IN_RANGE = {
-    "must be positive": lambda value: 0 < value < math.inf,
-    "must be >= 0": lambda value: 0 <= value < math.inf,
-    "must lie in [0, 1]": lambda value: 0 <= value <= 1,
-    "must lie in (0, 1]": lambda value: 0 < value <= 1,
-    "must lie in [0, 1)": lambda value: 0 <= value < 1,
-}
-SHARED_RANGES = {
-    "must be positive": ("total_timesteps", "max_episode_frames", "num_envs", "learning_rate", "hidden_dim"),
-    "must be >= 0": ("eval_episodes", "checkpoint_interval", "diagnostics_interval", "dormant_tau"),
-    "must lie in [0, 1]": ("gamma",),
-    "must lie in (0, 1]": ("dead_threshold",),  # a local gradient
-    "must lie in [0, 1)": ("repeat_action_probability",),  # at 1 the agent would never control the game
-}
-
-
-def check_args(args: Args) -> None:
-    """Raises ValueError with a one-line reason at the first argument out of its range or against a rule."""
-    atari_game(args.env_id)
-    for words, names in [*SHARED_RANGES.items(), *ALGORITHM_RANGES.items()]:
-        for name in names:
-            if getattr(args, name) is not None and not IN_RANGE[words](getattr(args, name)):
-                raise ValueError(f"--{name.replace('_', '-')} {words} (got {getattr(args, name)})")
-    highest_seed = 2**31 - args.num_envs - args.eval_episodes  # game i is seeded with seed + i, ale-py's below 2^31
-    shared = [
-        (
-            not args.exp_name or os.sep in args.exp_name or args.exp_name in (".", ".."),
-            "--exp-name must be a plain name",
-        ),
-        (
-            not 0 <= args.seed <= highest_seed,
-            f"--seed must lie in [0, {highest_seed}] (got {args.seed}): game i is seeded with seed + i",
-        ),
-        (
-            args.diagnostics_interval > 0 and args.activation not in diagnostics.LOCAL_GRADIENTS,
-            f"--activation {args.activation}: diagnostics.py cannot measure it; add its local gradient to "
-            "diagnostics.LOCAL_GRADIENTS (docs/diagnostics.md) or set --diagnostics-interval 0",
-        ),
-        (
-            args.diagnostics_interval > 0 and args.diagnostics_samples < args.hidden_dim,
-            f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
-            "to measure the rank",
-        ),
-        (args.checkpoint_interval > 0 and not args.save_model, "--checkpoint-interval needs --save-model"),
-        (args.eval_only and args.resume is None, "--eval-only needs --resume RUN_DIR, the run whose model it plays"),
-        (args.eval_only and args.eval_episodes == 0, "--eval-only needs --eval-episodes of at least 1"),
-        (args.track and importlib.util.find_spec("wandb") is None, "--track needs wandb (pip install wandb)"),
-    ]
-    for broken, message in shared + algorithm_checks(args):
-        if broken:
-            raise ValueError(message)
-
-
-def checked_load(path: str, kind: str, layers: set | None = None) -> dict:
-    """A checkpoint's or (given its layers) a model's contents, or a ValueError saying what is wrong with the file."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        size = os.path.getsize(path)
-        raise ValueError(f"{path}: damaged: {'empty' if size == 0 else f'{size:,} bytes torch cannot read'}") from None
-    script = os.path.basename(__file__)
-    if not isinstance(saved, dict) or (set(saved) != layers if layers else saved.get("script") != script):
-        raise ValueError(f"{path}: not a {kind} of {script}")
-    return saved
-
-
-def resumed_args(given: Args, given_names: set[str]) -> Args:
-    """The arguments of the run that --resume names (its args.json), once it is clear that it can be continued."""
-    run_dir, script = given.resume, os.path.basename(__file__)
-    try:
-        with open(os.path.join(run_dir, "args.json")) as f:
-            saved = json.load(f)
-        with open(os.path.join(run_dir, "status.json")) as f:
-            status = json.load(f)
-    except (OSError, ValueError):
-        raise ValueError(f"--resume {run_dir}: not a run folder (no readable args.json and status.json)") from None
-    if status.get("script") != script:
-        raise ValueError(f"--resume {run_dir}: a run of {status.get('script')}, not of {script}")
-    for name in sorted(given_names - {"resume", "eval_only", "cuda", "eval_episodes"}):  # given on the command line
-        raise ValueError(
-            f"--resume continues a run with its own arguments: --{name.replace('_', '-')} cannot change "
-            "(only --cuda/--no-cuda and --eval-episodes can)"
-        )
-    args = Args(**{field.name: saved[field.name] for field in dataclasses.fields(Args) if field.name in saved})
-    args.resume, args.eval_only = run_dir, given.eval_only
-    for name in given_names & {"cuda", "eval_episodes"}:  # given beside --resume, they replace the run's own
-        setattr(args, name, getattr(given, name))
-    if status.get("status") == "running" and status.get("host") == socket.gethostname():
-        try:
-            os.kill(status["pid"], 0)  # signal 0 only asks whether the process is there
-            alive = True
-        except ProcessLookupError:  # killed without a word: it continues from its latest checkpoint
-            alive = False
-        except PermissionError:  # there, but another user's
-            alive = True
-        if alive:
-            raise ValueError(f"--resume {run_dir}: the run is still running (process {status['pid']})")
-    model_path, checkpoint_path = os.path.join(run_dir, f"{args.exp_name}.pt"), os.path.join(run_dir, "checkpoint.pt")
-    if args.eval_only and not os.path.exists(model_path):
-        raise ValueError(f"--resume {run_dir} --eval-only: the run saved no model (it ran without --save-model)")
-    if args.eval_only:
-        checked_load(model_path, "model", set(NETWORK(1, args.activation, args.hadamard, args.hidden_dim).state_dict()))
-    elif status.get("status") == "finished":
-        raise ValueError(f"--resume {run_dir}: the run finished already (--eval-only evaluates its model again)")
-    elif not os.path.exists(checkpoint_path):
-        why = (
-            "it crashed: see its status.json" if status.get("status") == "crashed" else "checkpoints need --save-model"
-        )
-        raise ValueError(f"--resume {run_dir}: no checkpoint to continue from ({why})")
-    else:
-        checked_load(checkpoint_path, "checkpoint")
-    return args
-
-
-def parse_args(argv: list[str] | None = None) -> Args:
-    """The command line, checked before any work starts: a bad argument stops the script with one line."""
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        args = tyro.cli(Args, args=argv)
-    except BrokenPipeError:  # --help | head: the reader had enough
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
-    names = {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}  # given flags
-    names = {name[3:] if name.startswith("no_") and not hasattr(Args, name) else name for name in names}
-    try:
-        if args.resume is not None:
-            args = resumed_args(args, names)
-        check_args(args)
-    except ValueError as error:
-        say(f"error: {error}", error=True)
-        sys.exit(EXIT_BAD_ARGUMENTS)
-    return args
-
+SCRIPT = run_management.Script(__file__, Args, QNetwork, evaluate, ARGUMENT_RANGES, argument_rules)
 
 if __name__ == "__main__":
-    args = parse_args()
-    sys.exit(evaluate_saved_model(args) if args.eval_only else train(args))
+    run_management.main(SCRIPT, train)

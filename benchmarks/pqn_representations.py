@@ -13,7 +13,6 @@ GRID: tables.md (its tables), results.csv (every number) and figures/ (PNG).
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 import compare_runs  # noqa: E402
+import run_management  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "pqn_atari_hadamard.py")
 VARIANTS = {  # experiment name -> the flags of the representation
@@ -37,14 +37,13 @@ def existing_runs(runs_dir: str) -> dict[tuple[str, int], tuple[str, dict]]:
     found = {}
     for name in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
         folder = os.path.join(runs_dir, name)
+        args, status = run_management.read_run_folder(folder)
         try:
-            with open(os.path.join(folder, "args.json")) as f:
-                args = json.load(f)
-            with open(os.path.join(folder, "status.json")) as f:
-                status = json.load(f)
             key = (str(args["exp_name"]), int(args["seed"]))
-        except (OSError, ValueError, TypeError, KeyError):
-            raise SystemExit(f"error: {folder} is no run of this grid (no readable args.json or status.json)") from None
+        except (TypeError, KeyError, ValueError):  # args None: no readable args.json
+            key = None
+        if key is None or not status:
+            raise SystemExit(f"error: {folder} is no run of this grid (no readable args.json or status.json)")
         if key in found:
             raise SystemExit(f"error: two runs of {key[0]} seed {key[1]}: {found[key][0]} and {folder}")
         found[key] = folder, status

@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import dqn_atari_hadamard as dqn  # noqa: E402
+import run_management  # noqa: E402
 
 
 def main():
@@ -37,7 +38,7 @@ def main():
     path = os.path.join(args.folder, "replay_checkpoint_benchmark.pt")
 
     start = time.perf_counter()
-    dqn.atomic_save({"replay_memory": memory.state_dict()}, path)
+    run_management.atomic_save({"replay_memory": memory.state_dict()}, path)
     write_seconds = time.perf_counter() - start
     size = os.path.getsize(path)
 

@@ -8,6 +8,8 @@ import pytest
 import script_runs
 import torch
 
+import run_management
+
 SCRIPTS = ["dqn", "ppo", "pqn"]
 # arguments that make each script's run tiny and valid, so that only the argument under test is wrong
 VALID = {
@@ -33,6 +35,7 @@ SHARED = [
     (["--eval-episodes", "-1"], "--eval-episodes must be >= 0"),
     (["--diagnostics-interval", "-5"], "--diagnostics-interval must be >= 0"),
     (["--diagnostics-samples", "100"], "must be at least --hidden-dim (512)"),
+    (["--hidden-dim", "32", "--diagnostics-samples", "48"], "and the convolutions' 64 channels"),
     (["--env-id", "Breakot-v5"], "did you mean breakout"),
     (["--exp-name", "a/b"], "--exp-name must be a plain name"),
     (["--checkpoint-interval", "-1", "--save-model"], "--checkpoint-interval must be >= 0"),
@@ -89,12 +92,17 @@ def module(script: str):
     return importlib.import_module(f"{script}_atari_hadamard")
 
 
+def parse(script: str, argv: list[str]):
+    """What the script's __main__ does before any work: its command line, checked by run_management."""
+    return run_management.parse_args(module(script).SCRIPT, argv)
+
+
 @pytest.mark.parametrize("script, args, reason", CASES, ids=[f"{s}:{' '.join(a)}" for s, a, _ in CASES])
 def test_a_bad_argument_stops_with_one_line_and_no_folder(script, args, reason, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
-        module(script).parse_args(VALID[script] + args)
-    assert stopped.value.code == module(script).EXIT_BAD_ARGUMENTS
+        parse(script, VALID[script] + args)
+    assert stopped.value.code == run_management.EXIT_BAD_ARGUMENTS
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and reason in line, line
     assert os.listdir(tmp_path) == []
@@ -102,13 +110,16 @@ def test_a_bad_argument_stops_with_one_line_and_no_folder(script, args, reason, 
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_valid_arguments_pass(script):
-    module(script).parse_args(VALID[script])
-    module(script).parse_args(VALID[script] + ["--diagnostics-interval", "0", "--diagnostics-samples", "1"])
+    parse(script, VALID[script])
+    parse(script, VALID[script] + ["--diagnostics-interval", "0", "--diagnostics-samples", "1"])
 
 
-def test_pqn_runtime_fields_are_not_flags():
-    fields = {field for field in module("pqn").Args.__dataclass_fields__}
-    assert not fields & {"batch_size", "minibatch_size", "num_iterations"}
+@pytest.mark.parametrize("script", ["ppo", "pqn"])
+def test_values_computed_at_run_time_are_in_args_but_not_flags(script, capsys):
+    assert {"batch_size", "minibatch_size", "num_iterations"} <= set(module(script).Args.__dataclass_fields__)
+    with pytest.raises(SystemExit):
+        parse(script, ["--batch-size", "5"])
+    assert "--batch-size" in capsys.readouterr().err  # tyro's: an unknown flag
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -152,17 +163,17 @@ def test_resume_refuses_what_it_cannot_continue(status, files, extra, reason, tm
     run_dir = fake_run(tmp_path, "ppo", status, files)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit):
-        module("ppo").parse_args(["--resume", run_dir, *extra])
+        parse("ppo", ["--resume", run_dir, *extra])
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: --resume") and reason in line, line
 
 
 def test_resume_takes_the_runs_own_arguments_and_refuses_another_scripts_run(tmp_path, capsys):
     run_dir = fake_run(tmp_path, "dqn", "interrupted", ["checkpoint.pt"])
-    args = module("dqn").parse_args(["--resume", run_dir, "--eval-episodes", "3", "--no-cuda"])
+    args = parse("dqn", ["--resume", run_dir, "--eval-episodes", "3", "--no-cuda"])
     assert args.buffer_size == 1000 and args.eval_episodes == 3 and not args.cuda and args.resume == run_dir
     with pytest.raises(SystemExit):
-        module("pqn").parse_args(["--resume", run_dir])
+        parse("pqn", ["--resume", run_dir])
     assert "a run of dqn_atari_hadamard.py, not of pqn_atari_hadamard.py" in capsys.readouterr().err
 
 
@@ -173,7 +184,7 @@ def test_an_activation_the_diagnostics_cannot_measure_stops_at_start_up(script, 
 
     monkeypatch.delitem(diagnostics.LOCAL_GRADIENTS, "sigmoid")
     with pytest.raises(SystemExit):
-        module(script).parse_args(VALID[script] + ["--activation", "sigmoid"])
+        parse(script, VALID[script] + ["--activation", "sigmoid"])
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "diagnostics.py cannot measure it" in line and "diagnostics.LOCAL_GRADIENTS" in line, line
-    module(script).parse_args(VALID[script] + ["--activation", "sigmoid", "--diagnostics-interval", "0"])
+    parse(script, VALID[script] + ["--activation", "sigmoid", "--diagnostics-interval", "0"])

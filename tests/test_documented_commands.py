@@ -26,6 +26,8 @@ from typing import NamedTuple
 import pytest
 import torch
 
+import run_management
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCUMENTS = [
     "README.md",
@@ -129,7 +131,7 @@ def fake_run(folder, module) -> str:
         status = {"script": f"{module.__name__}.py", "status": "interrupted", "host": "elsewhere", "pid": 1}
         json.dump(status, f)
     torch.save({"script": f"{module.__name__}.py", "global_step": 1}, os.path.join(folder, "checkpoint.pt"))
-    layers = module.NETWORK(1, args.activation, args.hadamard, args.hidden_dim).state_dict()
+    layers = module.SCRIPT.Network(1, args.activation, args.hadamard, args.hidden_dim).state_dict()
     torch.save({name: torch.zeros(1) for name in layers}, os.path.join(folder, f"{args.exp_name}.pt"))
     return folder
 
@@ -154,7 +156,7 @@ def check(command: Command, tmp_path, monkeypatch, capsys) -> None:
     asks_for_help = "--help" in argv or "-h" in argv
     try:
         if command.module in SCRIPTS:
-            module.parse_args(argv)
+            run_management.parse_args(module.SCRIPT, argv)
         else:
             parse = argparse.ArgumentParser.parse_args
 

@@ -18,6 +18,7 @@ import script_runs  # noqa: E402
 from script_runs import read_scalars  # noqa: E402
 
 import dqn_atari_hadamard as dqn  # noqa: E402
+import run_management  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "dqn_atari_hadamard.py")
 
@@ -304,5 +305,5 @@ def test_an_existing_run_folder_is_not_overwritten(tmp_path):
 
 
 def test_check_args_accepts_the_defaults_and_data_collection():
-    dqn.check_args(dqn.Args())
-    dqn.check_args(dqn.Args(total_timesteps=1000, learning_starts=80_000))
+    run_management.check_args(dqn.Args(), dqn.SCRIPT)
+    run_management.check_args(dqn.Args(total_timesteps=1000, learning_starts=80_000), dqn.SCRIPT)

@@ -14,6 +14,8 @@ import torch
 from faults import STOP_AFTER_FIRST_CHECKPOINT, STOP_AFTER_FIRST_EVALUATION_GAME, fault_folder
 from script_runs import REPO_ROOT, run_script, script_env
 
+import run_management
+
 PQN = os.path.join(REPO_ROOT, "pqn_atari_hadamard.py")
 TINY = "--num-envs 4 --num-steps 16 --num-minibatches 4 --hidden-dim 32 --diagnostics-interval 0 --no-cuda"
 TINY += " --max-episode-frames 400 --save-model --eval-episodes 1"
@@ -188,7 +190,7 @@ def test_a_damaged_or_foreign_file_is_refused_in_one_line_and_nothing_changes(
     args = ["--resume", f"runs/{run_dir.name}"] + (["--eval-only"] if "model" in damage else [])
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as stopped:
-        pqn.parse_args(args)
+        run_management.parse_args(pqn.SCRIPT, args)
     assert stopped.value.code == 2
     (line,) = capfd.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and reason in line, line

@@ -12,6 +12,8 @@ import torch
 from faults import FULL_DISK_AT_EVERY_SAVE, FULL_DISK_AT_FIRST_CAPTURE, STOP_AFTER_FIRST_EVALUATION_GAME, fault_folder
 from script_runs import REPO_ROOT, read_scalars, run_script, script_env
 
+import run_management
+
 SMALL = {
     "dqn": ["--learning-starts", "50", "--buffer-size", "1000", "--batch-size", "8"],
     "ppo": ["--num-envs", "2", "--num-steps", "32"],
@@ -68,7 +70,7 @@ def test_sigterm_mid_run_keeps_a_checkpoint_and_the_logs(script, tmp_path):
 
 @pytest.mark.parametrize("script", ["dqn", "ppo", "pqn"])
 def test_an_error_in_the_loop_keeps_the_model_and_the_logs(script, tmp_path):
-    args = ["--total-timesteps", "256", "--hidden-dim", "32", "--diagnostics-samples", "32"]
+    args = ["--total-timesteps", "256", "--hidden-dim", "32", "--diagnostics-samples", "64"]
     args += ["--diagnostics-interval", "128", "--save-model", "--no-cuda", *SMALL[script]]
     path = os.path.join(REPO_ROOT, f"{script}_atari_hadamard.py")
     result = run_script(path, tmp_path, args, timeout=120, paths=[fault_folder(tmp_path, FULL_DISK_AT_FIRST_CAPTURE)])
@@ -86,12 +88,11 @@ def test_an_error_in_the_loop_keeps_the_model_and_the_logs(script, tmp_path):
 
 
 def test_signals_ask_for_a_stop_and_a_second_one_stops_at_once():
-    import dqn_atari_hadamard as dqn
 
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         for signum in previous:
-            stop = dqn.StopRequest()
+            stop = run_management.StopRequest()
             assert not stop
             os.kill(os.getpid(), signum)
             assert stop and stop.signal_name == signal.Signals(signum).name and not stop.at_once
@@ -104,12 +105,11 @@ def test_signals_ask_for_a_stop_and_a_second_one_stops_at_once():
 
 
 def test_a_failed_save_leaves_the_previous_file_whole(tmp_path):
-    import dqn_atari_hadamard as dqn
 
     path = str(tmp_path / "model.pt")
-    dqn.atomic_save({"step": 1}, path)
+    run_management.atomic_save({"step": 1}, path)
     with pytest.raises(OSError, match="could not write"):  # a lambda cannot be pickled
-        dqn.atomic_save({"step": 2, "unpicklable": lambda: None}, path)  # fails halfway through the write
+        run_management.atomic_save({"step": 2, "unpicklable": lambda: None}, path)  # fails halfway through the write
     assert torch.load(path, weights_only=True) == {"step": 1}
 
 

@@ -16,6 +16,7 @@ torch.set_num_threads(1)
 import script_runs  # noqa: E402
 
 import pqn_atari_hadamard as pqn  # noqa: E402
+import run_management  # noqa: E402
 
 SCRIPT = os.path.join(REPO_ROOT, "pqn_atari_hadamard.py")
 
@@ -269,7 +270,7 @@ def test_relu_without_hadamard_is_pqns_plain_network():
 # Argument checks (in process) and the script end to end (subprocesses)
 # ----------------------------------------------------------------------------------------------------------
 def test_check_args_accepts_the_defaults():
-    pqn.check_args(pqn.Args())
+    run_management.check_args(pqn.Args(), pqn.SCRIPT)
 
 
 SMOKE = [

@@ -11,6 +11,8 @@ import torch
 from faults import DUMP_RESTORED_STATE, KILLED_AFTER_FIRST_CHECKPOINT, STOP_AFTER_FIRST_CHECKPOINT, fault_folder
 from script_runs import REPO_ROOT, read_scalars, run_script
 
+import run_management
+
 TINY = {
     "dqn": "--total-timesteps 400 --learning-starts 100 --buffer-size 1000 --batch-size 8 --diagnostics-samples 64 "
     "--diagnostics-interval 100 --target-network-frequency 100",
@@ -164,7 +166,7 @@ def test_the_replay_memory_comes_back_exactly_through_a_saved_file(tmp_path):
         memory.add(obs, next_obs, t % 4, 1.0, terminal=game_over, game_over=game_over, is_transition=t % 7 != 3)
         obs = next_obs if not game_over else np.repeat(next_obs[-1:], 4, axis=0)
     path = str(tmp_path / "memory.pt")
-    dqn.atomic_save(memory.state_dict(), path)
+    run_management.atomic_save(memory.state_dict(), path)
     expected_batch = memory.sample(16)
 
     copy = dqn.ReplayBuffer(50, seed=99)

@@ -1,0 +1,505 @@
+"""What a run needs that is not its algorithm, once for the three scripts (docs/long-runs.md): the run folder, status.json,
+TensorBoard and wandb, the console, signals and the safe stop, atomic saves, checkpoints that continue a run exactly,
+the end of a run and its exit status (0 finished, 75 interrupted, 1 crashed, 2 bad arguments), the command line with
+its checks and the --resume / --eval-only rules, the env-id lookup, and the one reader of a run folder.
+
+A script hands over what is its own in one Script(__file__, Args, Network, evaluate, ARGUMENT_RANGES, argument_rules):
+its tyro dataclass; its network, Network(num_actions, activation, hadamard, hidden_dim); its evaluation policy,
+evaluate(model_path, args, device, stop) -> the scores of eval_episodes games (stop turns true at a signal); its
+argument checks, {"must be positive": (field names), ...} and argument_rules(args) -> [(broken, message)]. train uses
+Run: its writer, start_training, log_progress, save_checkpoint, stop_requested, `with run:` around the loop, finish.
+torch is imported where it is used, so that the tools that only read run folders start quickly.
+"""
+
+import difflib
+import errno
+import importlib.util
+import json
+import math
+import os
+import random
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+EXIT_CRASHED, EXIT_BAD_ARGUMENTS, EXIT_INTERRUPTED = 1, 2, 75  # 75 (EX_TEMPFAIL): --resume continues the run
+# a fault of the machine, not of the code, ends a run in one line: the disk is full or gone, the terminal closed
+MACHINE_FAULTS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EPIPE)
+
+
+class Script(NamedTuple):
+    """What is a script's own (see the top of this module)."""
+
+    file: str
+    Args: type
+    Network: type
+    evaluate: Callable
+    argument_ranges: dict
+    argument_rules: Callable
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.file)
+
+
+def say(message: str, error: bool = False) -> None:
+    """Prints one line. A closed terminal (EIO) or a closed pipe (EPIPE) silences the console, never the run."""
+    stream = sys.stderr if error else sys.stdout
+    try:
+        print(message, file=stream, flush=True)
+    except OSError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
+def os_error_beneath(error: BaseException | None) -> OSError | None:
+    """The first OSError with an errno in the chain of an error's causes, the error itself first."""
+    while error is not None and getattr(error, "errno", None) is None:
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def machine_fault(error: BaseException) -> bool:
+    """Whether an error is a fault of the machine (MACHINE_FAULTS: a full disk, a closed terminal), not a bug."""
+    return getattr(os_error_beneath(error), "errno", None) in MACHINE_FAULTS
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT), SIGTERM and SIGHUP ask the run to stop at the next safe point (between two steps or rollouts,
+    where a checkpoint continues it exactly; between two evaluation steps); a second signal stops it at once."""
+
+    def __init__(self):
+        self.signal_name, self.at_once = None, False
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signal_name is not None:
+            self.at_once = True
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __bool__(self) -> bool:
+        return self.signal_name is not None
+
+
+class Run:
+    """A run's folder and what keeps it safe: TensorBoard, status.json, the console, checkpoints and how it ends."""
+
+    def __init__(self, args, script: Script):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.args, self.script, self.parts, self.step, self.crash = args, script, {}, 0, None
+        # TensorBoard's writer thread raises a write error (a full disk) again in the loop, where the run records it
+        threading.excepthook = lambda hook: issubclass(hook.exc_type, OSError) or threading.__excepthook__(hook)
+        name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+        self.dir = args.resume or os.path.join("runs", name)
+        self.model_path, self.checkpoint_path = (
+            os.path.join(self.dir, f"{args.exp_name}.pt"),
+            os.path.join(self.dir, "checkpoint.pt"),
+        )
+        self.activations_dir = os.path.join(self.dir, "activations") if args.save_activations else None
+        self.checkpoint = self.saved_step = None  # the checkpoint to restore; the step of the one on disk
+        if args.resume is None:
+            try:
+                os.makedirs(self.dir)
+            except FileExistsError:
+                say(f"error: {self.dir} exists already; a run never overwrites another", error=True)
+                sys.exit(EXIT_BAD_ARGUMENTS)
+            with open(os.path.join(self.dir, "args.json"), "w") as f:
+                json.dump(vars(args), f, indent=2)
+        else:
+            self.checkpoint = checked_load(self.checkpoint_path, "checkpoint", script)
+            self.saved_step = self.checkpoint["global_step"]
+        if args.track:  # wandb is imported only when asked for
+            wandb, name = importlib.import_module("wandb"), os.path.basename(os.path.normpath(self.dir))
+            wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=name,
+                       sync_tensorboard=True, save_code=True)  # fmt: skip
+        # a resumed run's TensorBoard hides what the stopped one logged after its checkpoint
+        self.writer = SummaryWriter(self.dir, purge_step=self.saved_step + 1 if self.checkpoint else None)
+        if args.resume is None:
+            table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+            self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+        write_status(self.dir, script=script.name, status="running", message=None, host=socket.gethostname(),
+                     pid=os.getpid())  # fmt: skip
+        self.stop_requested, self.recent_returns = StopRequest(), deque(maxlen=20)  # latest scores, for the console
+        self.games_seed = args.seed
+
+    def start_training(self, network, **parts) -> int:
+        """Names what a checkpoint holds (the network, every other stateful part), which a resumed run loads back, and
+        starts the clock. Returns the step the run starts from and sets games_seed, the seed of its first games."""
+        import torch
+
+        self.parts, self.start_time = {"network": network, **parts}, time.time()
+        self.last_print = self.start_time
+        parameters, device = sum(p.numel() for p in network.parameters()), next(network.parameters()).device
+        say(f"device {device} | {type(network).__name__} of {parameters:,} parameters | run folder {self.dir}")
+        if self.checkpoint is None:
+            return 0
+        checkpoint, self.checkpoint = self.checkpoint, None
+        for name, part in self.parts.items():
+            (part.set_state if isinstance(part, torch.Generator) else part.load_state_dict)(checkpoint[name])
+        rng = checkpoint["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy(), *rng["numpy"][2:]))
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.recent_returns.extend(checkpoint["recent_returns"])
+        self.start_time -= checkpoint["elapsed_time"]
+        self.step = step = checkpoint["global_step"]
+        # the games in progress cannot be saved: fresh games, seeded anew for each (seed, step)
+        seed = np.random.SeedSequence([self.args.seed, step]).generate_state(1)[0]
+        self.games_seed = int(seed) % (2**31 - self.args.num_envs)
+        say(f"resumed at step {step:,} from {self.checkpoint_path}")
+        return step
+
+    def training_state(self, step: int) -> dict:
+        """All that --resume restores: the parts' states, the progress and the random generators."""
+        import torch
+
+        numpy_rng = np.random.get_state()
+        rng = {"python": random.getstate(), "numpy": (numpy_rng[0], torch.from_numpy(numpy_rng[1]), *numpy_rng[2:])}
+        rng["torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        state = {"script": self.script.name, "global_step": step, "recent_returns": list(self.recent_returns)}
+        state.update(rng=rng, elapsed_time=time.time() - self.start_time)
+        for name, part in self.parts.items():
+            state[name] = part.get_state() if isinstance(part, torch.Generator) else part.state_dict()
+        return state
+
+    def save_checkpoint(self, step: int, checkpoint: bool = True) -> None:
+        """Writes the model, then (unless told not to) the checkpoint that continues the run exactly."""
+        if checkpoint and step == self.saved_step:
+            return  # on disk already
+        atomic_save(self.parts["network"].state_dict(), self.model_path)
+        if checkpoint:
+            try:
+                atomic_save(self.training_state(step), self.checkpoint_path)
+            except OSError as error:
+                raise OSError(f"the model was saved to {self.model_path}, but {error}") from error
+            write_status(self.dir, checkpoint_step=step)
+            self.saved_step = step
+
+    def log_progress(self, step: int) -> None:
+        """charts/SPS, and every few seconds one console line: progress, speed, time left and the latest scores."""
+        self.step, sps = step, step / max(time.time() - self.start_time, 1e-9)
+        self.writer.add_scalar("charts/SPS", int(sps), step)
+        if time.time() - self.last_print > 5:
+            self.last_print, total, scores = time.time(), self.args.total_timesteps, self.recent_returns
+            returns = f"{np.mean(scores):.1f} (mean of last {len(scores)})" if scores else "-"
+            eta = (total - step) / max(sps, 1e-9) / 60
+            say(f"step {step:,}/{total:,} ({100 * step / total:.1f}%) | {sps:,.0f} SPS | ETA {eta:.0f} min | "
+                f"return {returns}")  # fmt: skip
+
+    def __enter__(self):  # with run: around the training loop
+        return self
+
+    def __exit__(self, kind, error, trace) -> bool:
+        """A second signal (KeyboardInterrupt) or a fault of the machine ends the loop, and finish says it in one line;
+        a bug is recorded with what could be saved, then goes on as Python's own traceback."""
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        if isinstance(error, Exception):
+            self.crash = error
+            if machine_fault(error):
+                return True
+            step = trace.tb_frame.f_locals.get("global_step", self.step)  # the training function's, where it failed
+            self.record_crash(step, error)
+        return False
+
+    def finish(self, step: int, training_over: bool, device) -> int:
+        """Keeps what the run reached, evaluates it when its training is over, records how it ended: the exit status."""
+        whole = self.crash is None and not self.stop_requested.at_once  # between two steps: a checkpoint continues it
+        if self.crash is not None:
+            return self.record_crash(step, self.crash)
+        if self.args.save_model:
+            try:
+                self.save_checkpoint(step, checkpoint=whole)
+                say(f"model saved to {self.model_path}")
+            except KeyboardInterrupt:  # a second signal while saving: the previous files stay as they were
+                whole = False
+            except OSError as error:  # a full disk, say: the previous files stay as they were
+                return self.record_crash(step, error, save=False)
+        if not (whole and training_over):
+            how = (
+                f"interrupted by {self.stop_requested.signal_name}" + " (twice: at once)" * self.stop_requested.at_once
+            )
+            if not self.args.save_model:
+                then = "keeping what was logged (checkpoints need --save-model)"
+            elif self.saved_step is None:
+                then = "the weights are saved; no checkpoint to continue from (stopped at once)"
+            else:  # the checkpoint of this step (a safe stop), or an earlier one (a second signal)
+                then = f"continue from step {self.saved_step:,} with python {self.script.name} --resume {self.dir}"
+            return self.record(step, "interrupted", f"{how} at step {step:,}: {then}")
+        if self.args.save_model and self.args.eval_episodes > 0:
+            try:
+                complete = evaluation(self.script, self.args, self.dir, device, self.writer, self.stop_requested)
+            except Exception as error:
+                if self.record_crash(step, error, save=False) and not machine_fault(error):
+                    raise
+                return EXIT_CRASHED
+            if not complete:
+                how = f"evaluation interrupted by {self.stop_requested.signal_name}"
+                return self.record(step, "interrupted", f"{how}: --resume {self.dir} plays it again")
+        if os.path.exists(self.checkpoint_path):
+            os.remove(self.checkpoint_path)  # a finished run is not resumed: its model stays (DQN: GBs of replay go)
+            write_status(self.dir, checkpoint_step=None)
+        return self.record(step, "finished", f"finished at step {step:,}")
+
+    def record_crash(self, step: int, error: BaseException, save: bool = True) -> int:
+        """Saves the weights (with --save-model) and records the crash: one line for a fault of the machine, which ends
+        the run here; for a bug a line that points to the traceback Python prints next."""
+        message = f"crashed at step {step:,}: {type(error).__name__}: {error}"
+        if save and self.args.save_model:
+            try:
+                self.save_checkpoint(step, checkpoint=False)
+                message += f" (the weights are saved to {self.model_path})"
+            except (OSError, KeyboardInterrupt) as failure:
+                message += f"; and {failure}"
+        where = "" if machine_fault(error) else "; Python's traceback follows"
+        return self.record(step, "crashed", message, error, where)
+
+    def record(self, step: int, outcome: str, message: str, error=None, where: str = "") -> int:
+        """Writes how the run ended to status.json and TensorBoard, says it, and returns the exit status."""
+        trace = "".join(traceback.format_exception(error)) if error is not None else None
+        try:
+            write_status(self.dir, status=outcome, step=step, message=message,
+                         signal=self.stop_requested.signal_name, traceback=trace)  # fmt: skip
+        except OSError as failure:  # a full disk: the console still says how the run ended
+            message += f" (status.json not updated: {failure})"
+        try:
+            self.writer.add_text("run/status", f"{outcome}: {message}", step)
+            self.writer.close()
+        except Exception as failure:  # its writer thread's error (a full disk), raised again here
+            message += f" (TensorBoard's last events not written: {failure})"
+        crashed = outcome == "crashed"
+        say(f"error: {message} (recorded in {self.dir}/status.json){where}" if crashed else message, error=crashed)
+        say(f"run folder: {self.dir}")
+        return {"finished": 0, "interrupted": EXIT_INTERRUPTED, "crashed": EXIT_CRASHED}[outcome]
+
+
+def evaluation(script: Script, args, run_dir: str, device, writer, stop) -> bool:
+    """The saved model's evaluation games, logged after those of any earlier evaluation of the run (so that TensorBoard
+    keeps them apart); status.json records their scores once all games were played (True then)."""
+    scores = script.evaluate(os.path.join(run_dir, f"{args.exp_name}.pt"), args, device, stop)
+    first = read_run_folder(run_dir)[1].get("evaluation_games_logged", 0)
+    for index, score in enumerate(scores):
+        writer.add_scalar("eval/episodic_return", score, first + index)
+    say(f"evaluation: mean return {np.mean(scores or np.nan):.1f} over {len(scores)} of {args.eval_episodes} games")
+    write_status(run_dir, evaluation_games_logged=first + len(scores))
+    if len(scores) == args.eval_episodes:  # else the evaluation recorded before stays
+        write_status(run_dir, evaluation={"returns": scores, "of": args.eval_episodes})
+    return len(scores) == args.eval_episodes
+
+
+def evaluate_saved_model(script: Script, args) -> int:
+    """--resume RUN --eval-only: the evaluation of the run's saved model, nothing else; returns the exit status."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(args.resume) as writer:
+        device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+        complete = evaluation(script, args, args.resume, device, writer, StopRequest())
+    say(f"run folder: {args.resume}")
+    return 0 if complete else EXIT_INTERRUPTED
+
+
+def atomic_save(obj, path: str) -> None:
+    """torch.save to a temporary name, synced, then renamed: the file is whole or absent, never truncated. A failed
+    write (a full disk, a file size limit) raises OSError naming the file and the error beneath torch's."""
+    import torch
+
+    try:
+        with open(path + ".tmp", "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + ".tmp", path)
+    except BaseException as error:  # a full disk, a second signal: no half-written file is left behind
+        if os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")
+        if not isinstance(error, Exception):
+            raise
+        cause = os_error_beneath(error)  # torch's zip writer wraps the OSError
+        full = getattr(cause, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+        raise OSError(f"could not write {path}: {cause or error}" + (" (the disk is full?)" if full else "")) from error
+
+
+def write_status(run_dir: str, **fields) -> None:
+    """Updates the run's status.json (how far the run is and how it ended), whole or not at all."""
+    status = read_run_folder(run_dir)[1] | fields | {"updated": time.strftime("%Y-%m-%d %H:%M:%S")}
+    with open(os.path.join(run_dir, "status.json.tmp"), "w") as f:
+        json.dump(status, f, indent=2)
+    os.replace(os.path.join(run_dir, "status.json.tmp"), os.path.join(run_dir, "status.json"))
+
+
+def read_run_folder(run_dir: str) -> tuple[dict | None, dict]:
+    """(args.json, status.json) of a run folder, each as a dict: the one reader of both. A missing or damaged file
+    reads as None (args.json) or {} (status.json: runs from before it existed)."""
+    contents = []
+    for name in ("args.json", "status.json"):
+        try:
+            with open(os.path.join(run_dir, name)) as f:
+                contents.append(dict(json.load(f)))
+        except (OSError, ValueError, TypeError):  # missing, not JSON, or not an object
+            contents.append(None)
+    return contents[0], contents[1] or {}
+
+
+def atari_game(env_id: str) -> str:
+    """The ale-py ROM id of an env id ("Breakout-v5" and "ALE/Breakout-v5" -> "breakout"), or a clear error."""
+    from ale_py.roms import get_all_rom_ids
+
+    name = re.sub(r"-v\d+$", "", env_id.split("/")[-1])
+    game = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() if not name.islower() else name
+    if game not in get_all_rom_ids():
+        close = difflib.get_close_matches(game, get_all_rom_ids(), n=3)
+        raise ValueError(f"unknown Atari game '{env_id}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    return game
+
+
+IN_RANGE = {
+    "must be positive": lambda value: 0 < value < math.inf,
+    "must be >= 0": lambda value: 0 <= value < math.inf,
+    "must lie in [0, 1]": lambda value: 0 <= value <= 1,
+    "must lie in (0, 1]": lambda value: 0 < value <= 1,
+    "must lie in [0, 1)": lambda value: 0 <= value < 1,
+}
+SHARED_RANGES = {
+    "must be positive": ("total_timesteps", "max_episode_frames", "num_envs", "learning_rate", "hidden_dim"),
+    "must be >= 0": ("eval_episodes", "checkpoint_interval", "diagnostics_interval", "dormant_tau"),
+    "must lie in [0, 1]": ("gamma",),
+    "must lie in (0, 1]": ("dead_threshold",),  # a local gradient
+    "must lie in [0, 1)": ("repeat_action_probability",),  # at 1 the agent would never control the game
+}
+
+
+def check_args(args, script: Script) -> None:
+    """Raises ValueError with a one-line reason at the first argument out of its range or against a rule."""
+    import diagnostics
+
+    atari_game(args.env_id)
+    for words, names in [*SHARED_RANGES.items(), *script.argument_ranges.items()]:
+        for name in names:  # None: an optional argument not given
+            if getattr(args, name) is not None and not IN_RANGE[words](getattr(args, name)):
+                raise ValueError(f"--{name.replace('_', '-')} {words} (got {getattr(args, name)})")
+    highest_seed = 2**31 - args.num_envs - args.eval_episodes  # game i is seeded with seed + i, ale-py's below 2^31
+    plain_name = args.exp_name and os.sep not in args.exp_name and args.exp_name not in (".", "..")
+    shared = [
+        (not plain_name, "--exp-name must be a plain name"),
+        (
+            not 0 <= args.seed <= highest_seed,
+            f"--seed must lie in [0, {highest_seed}] (got {args.seed}): game i is seeded with seed + i",
+        ),
+        (
+            args.diagnostics_interval > 0 and args.activation not in diagnostics.LOCAL_GRADIENTS,
+            f"--activation {args.activation}: diagnostics.py cannot measure it; add its local gradient to "
+            "diagnostics.LOCAL_GRADIENTS (docs/diagnostics.md) or set --diagnostics-interval 0",
+        ),
+        (
+            args.diagnostics_interval > 0 and args.diagnostics_samples < max(args.hidden_dim, 64),
+            f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
+            "and the convolutions' 64 channels, to measure the rank",
+        ),
+        (args.checkpoint_interval > 0 and not args.save_model, "--checkpoint-interval needs --save-model"),
+        (args.eval_only and args.resume is None, "--eval-only needs --resume RUN_DIR, the run whose model it plays"),
+        (args.eval_only and args.eval_episodes == 0, "--eval-only needs --eval-episodes of at least 1"),
+        (args.track and importlib.util.find_spec("wandb") is None, "--track needs wandb (pip install wandb)"),
+    ]
+    for broken, message in shared + script.argument_rules(args):
+        if broken:
+            raise ValueError(message)
+
+
+def checked_load(path: str, what: str, script: Script, layers: set | None = None) -> dict:
+    """A checkpoint's or (given its layers) a model's contents, or a ValueError saying what is wrong with the file."""
+    import torch
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        size = os.path.getsize(path)
+        raise ValueError(f"{path}: damaged: {'empty' if size == 0 else f'{size:,} bytes torch cannot read'}") from None
+    if not isinstance(saved, dict) or (set(saved) != layers if layers else saved.get("script") != script.name):
+        raise ValueError(f"{path}: not a {what} of {script.name}")
+    return saved
+
+
+def resumed_args(given, given_names: set[str], script: Script):
+    """The arguments of the run that --resume names (its args.json), once it is clear that it can be continued."""
+    run_dir = given.resume
+    saved, status = read_run_folder(run_dir)
+    if saved is None or not status:
+        raise ValueError(f"--resume {run_dir}: not a run folder (no readable args.json and status.json)")
+    if status.get("script") != script.name:
+        raise ValueError(f"--resume {run_dir}: a run of {status.get('script')}, not of {script.name}")
+    for name in sorted(given_names - {"resume", "eval_only", "cuda", "eval_episodes"}):  # given on the command line
+        raise ValueError(
+            f"--resume continues a run with its own arguments: --{name.replace('_', '-')} cannot change "
+            "(only --cuda/--no-cuda and --eval-episodes can)"
+        )
+    args = script.Args(**{name: value for name, value in saved.items() if name in script.Args.__dataclass_fields__})
+    args.resume, args.eval_only = run_dir, given.eval_only
+    for name in given_names & {"cuda", "eval_episodes"}:  # given beside --resume, they replace the run's own
+        setattr(args, name, getattr(given, name))
+    if status.get("status") == "running" and status.get("host") == socket.gethostname():
+        try:  # signal 0 only asks whether the process is there (PermissionError: there, but another user's)
+            os.kill(status["pid"], 0)
+            raise ValueError(f"--resume {run_dir}: the run is still running (process {status['pid']})")
+        except ProcessLookupError:  # killed without a word: it continues from its latest checkpoint
+            pass
+        except PermissionError:
+            raise ValueError(f"--resume {run_dir}: the run is still running (process {status['pid']})") from None
+    model_path, checkpoint_path = os.path.join(run_dir, f"{args.exp_name}.pt"), os.path.join(run_dir, "checkpoint.pt")
+    if args.eval_only and not os.path.exists(model_path):
+        raise ValueError(f"--resume {run_dir} --eval-only: the run saved no model (it ran without --save-model)")
+    if args.eval_only:
+        network = script.Network(1, args.activation, args.hadamard, args.hidden_dim)
+        checked_load(model_path, "model", script, set(network.state_dict()))
+    elif status.get("status") == "finished":
+        raise ValueError(f"--resume {run_dir}: the run finished already (--eval-only evaluates its model again)")
+    elif not os.path.exists(checkpoint_path):
+        why = "it was stopped at once, before any checkpoint" if args.save_model else "checkpoints need --save-model"
+        why = "it crashed before any checkpoint: see its status.json" if status.get("status") == "crashed" else why
+        raise ValueError(f"--resume {run_dir}: no checkpoint to continue from ({why})")
+    else:
+        checked_load(checkpoint_path, "checkpoint", script)
+    return args
+
+
+def parse_args(script: Script, argv: list[str] | None = None):
+    """The command line, checked before any work starts: a bad argument stops the script with one line."""
+    import tyro
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = tyro.cli(script.Args, args=argv)
+    except BrokenPipeError:  # --help | head: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    names = {token[2:].split("=")[0].replace("-", "_") for token in argv if token.startswith("--")}  # given flags
+    names = {name[3:] if name.startswith("no_") and not hasattr(script.Args, name) else name for name in names}
+    try:
+        if args.resume is not None:
+            args = resumed_args(args, names, script)
+        check_args(args, script)
+    except ValueError as error:
+        say(f"error: {error}", error=True)
+        sys.exit(EXIT_BAD_ARGUMENTS)
+    return args
+
+
+def main(script: Script, train: Callable) -> None:
+    """A script's command line: train, or with --resume RUN --eval-only only evaluate; exits with the run's status."""
+    args = parse_args(script)
+    sys.exit(evaluate_saved_model(script, args) if args.eval_only else train(args))
