@@ -307,3 +307,26 @@ def test_an_existing_run_folder_is_not_overwritten(tmp_path):
 def test_check_args_accepts_the_defaults_and_data_collection():
     run_management.check_args(dqn.Args(), dqn.SCRIPT)
     run_management.check_args(dqn.Args(total_timesteps=1000, learning_starts=80_000), dqn.SCRIPT)
+
+
+# each gradient step counted, written beside this module when the process exits
+COUNT_GRADIENT_STEPS = """
+import atexit, os, torch
+_step, _count = torch.optim.Adam.step, [0]
+def _counted_step(self, *args, **kwargs):
+    _count[0] += 1
+    return _step(self, *args, **kwargs)
+torch.optim.Adam.step = _counted_step
+atexit.register(lambda: open(os.path.join(os.path.dirname(__file__), "steps.txt"), "w").write(str(_count[0])))
+"""
+
+
+def test_a_gradient_step_every_train_frequency_env_steps_after_learning_starts(tmp_path):
+    """The update cadence: with learning from step 101 and train_frequency 4, the steps 104, 108, ..., 400 learn."""
+    site = tmp_path / "count"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(COUNT_GRADIENT_STEPS)
+    args = [*TINY, "--diagnostics-interval", "0", "--eval-episodes", "0", "--train-frequency", "4"]
+    result = script_runs.run_script(SCRIPT, tmp_path, args, paths=[site])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int((site / "steps.txt").read_text()) == len(range(104, 401, 4)) == 75
