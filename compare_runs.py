@@ -1,8 +1,9 @@
 """Compare runs the way the paper does: returns and representation diagnostics over seeds.
 
-Reads the runs the scripts write (events, args.json, status.json) and reports by game and variant: every run, its
-final score and area under the learning curve with 95% bootstrap CIs over seeds, human-normalised mean, median and
-IQM across games with stratified bootstrap CIs (Agarwal et al. 2021), and the representation's diagnostics.
+Reads the runs the scripts write (events, args.json, status.json) and reports by game and variant (the runs whose
+arguments agree but for the seed and how they were run): every run, its final score and area under the learning curve
+with 95% bootstrap CIs over seeds, human-normalised mean, median and IQM across games with stratified bootstrap CIs
+(Agarwal et al. 2021), and the representation's diagnostics.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import json
 import math
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib.util import find_spec
 from typing import NamedTuple
 
 import numpy as np
+
+import run_management
 
 # Atari-57 reference scores for human normalisation, "game random human": random play and a professional human
 # tester, full games of up to 108,000 frames after up to 30 no-op starts, exactly as tabulated in DQN Zoo (Quan &
@@ -50,6 +52,23 @@ REPRESENTATION_TAGS = ("representation", "hadamard")
 RETURN_TAG = "charts/episodic_return"
 ALGORITHM_FIELDS = (("buffer_size", "dqn"), ("gae_lambda", "ppo"), ("q_lambda", "pqn"))
 _ROM_IDS = {rom.replace("_", ""): rom for rom in ATARI_REFERENCE_SCORES}
+# Arguments that say how a run was run, not which experiment it is: runs that differ only in these are seeds of one
+# variant. total_timesteps too: runs of one setting but different lengths are compared up to a common step.
+RUN_MANAGEMENT_FIELDS = frozenset(
+    "seed torch_deterministic cuda track wandb_project_name wandb_entity save_model eval_episodes checkpoint_interval "
+    "resume eval_only save_activations capture_video diagnostics_interval diagnostics_samples dead_threshold "
+    "dormant_tau total_timesteps".split()
+)
+# Computed at run time from the others by PPO and PQN (DQN's batch_size is a hyperparameter of its own).
+RUN_TIME_FIELDS = {
+    algorithm: frozenset({"batch_size", "minibatch_size", "num_iterations"}) for algorithm in ("ppo", "pqn")
+}
+# How the diagnostics measure: ignored in a variant, but a variant whose runs differ in one gets a note.
+MEASUREMENT_FIELDS = ("dead_threshold", "dormant_tau", "diagnostics_samples")
+# Short names in labels, and the scripts' defaults that a label leaves unsaid.
+SETTING_NAMES = {"repeat_action_probability": "sticky", "fire_on_life_loss": "fire on life loss"}
+SETTING_DEFAULTS = {"repeat_action_probability": 0.0, "fire_on_life_loss": True}
+UNRECORDED = object()  # a setting missing from a run's args.json (a run from before the option existed)
 
 
 # ---- Statistics: pure functions on arrays ----
@@ -117,17 +136,24 @@ def final_score(steps: Sequence[float], returns: Sequence[float], horizon: float
     return float(returns[-last_episodes:].mean()) if returns.size else math.nan
 
 
+def last_steps_score(steps: Sequence[float], returns: Sequence[float], horizon: float, last_steps: int) -> float:
+    """Mean return of the games that ended in the last `last_steps` steps up to `horizon`, (horizon - last_steps,
+    horizon] (NaN when none did)."""
+    steps, returns = np.asarray(steps, dtype=np.float64), np.asarray(returns, dtype=np.float64)
+    returns = returns[(steps > horizon - last_steps) & (steps <= horizon)]
+    return float(returns.mean()) if returns.size else math.nan
+
+
 # ---- Runs: what a run folder holds ----
+# One experiment: the runs that agree on all of it are seeds of it. The network and exp_name by name, and every other
+# argument in args.json, but the game (env_id) and how the run was run (RUN_MANAGEMENT_FIELDS, RUN_TIME_FIELDS).
 class Variant(NamedTuple):
     algorithm: str  # of the script that wrote the run (see algorithm_of)
     activation: str
     hadamard: bool
     hidden_dim: int
     exp_name: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.exp_name} ({self.algorithm}, {self.activation}{'+hadamard' * self.hadamard}, {self.hidden_dim})"
+    settings: tuple = ()  # ((name, value), ...) by name, the values hashable (lists as tuples)
 
 
 class Run(NamedTuple):
@@ -140,6 +166,7 @@ class Run(NamedTuple):
     episode_steps: np.ndarray
     episode_returns: np.ndarray
     diagnostics: dict[str, tuple[np.ndarray, np.ndarray]]  # metric -> (steps, values) of the representation
+    args: dict | None = None  # its args.json
 
 
 def game_id(env_id: str) -> str:
@@ -159,20 +186,78 @@ def algorithm_of(status: dict, args: dict) -> str:
     return guess if guess in ("dqn", "ppo", "pqn") else "unknown"
 
 
+def _hashable(value):
+    """A JSON value as part of a dict key: lists as tuples, objects as sorted (name, value) tuples."""
+    if isinstance(value, list):
+        return tuple(_hashable(item) for item in value)
+    if isinstance(value, dict):
+        return tuple(sorted((name, _hashable(item)) for name, item in value.items()))
+    return value
+
+
+def variant_of(args: dict, status: dict) -> Variant:
+    """The experiment a run belongs to, from its args.json and status.json."""
+    algorithm = algorithm_of(status, args)
+    named = {"env_id", "activation", "hadamard", "hidden_dim", "exp_name"}
+    ignored = RUN_MANAGEMENT_FIELDS | RUN_TIME_FIELDS.get(algorithm, frozenset()) | named
+    settings = tuple(sorted((name, _hashable(value)) for name, value in args.items() if name not in ignored))
+    network = str(args.get("activation", "unknown")), bool(args.get("hadamard", False)), int(args.get("hidden_dim", 0))
+    return Variant(algorithm, *network, str(args.get("exp_name", "unknown")), settings)
+
+
+def differing_settings(variants: Iterable[Variant]) -> dict[Variant, dict]:
+    """Each variant's values of the settings in which the variants of its algorithm differ (UNRECORDED where its
+    args.json lacks one): what sets it apart from the others beyond its network and exp_name."""
+    settings = {variant: dict(variant.settings) for variant in variants}
+    out = {}
+    for algorithm in {variant.algorithm for variant in variants}:
+        ours = [variant for variant in settings if variant.algorithm == algorithm]
+        names = sorted(set().union(*(settings[variant] for variant in ours)))
+        differing = [n for n in names if len({settings[v].get(n, UNRECORDED) for v in ours}) > 1]
+        out.update({v: {n: settings[v].get(n, UNRECORDED) for n in differing} for v in ours})
+    return out
+
+
+def _said(name: str, value) -> str:
+    """A setting as a label says it ("sticky 0.25", "no fire on life loss", "learning_rate 0.001"); "" at the
+    default of a common one (SETTING_DEFAULTS)."""
+    short = SETTING_NAMES.get(name, name)
+    if value is UNRECORDED:
+        return f"{short} n/a"
+    if name in SETTING_DEFAULTS and value == SETTING_DEFAULTS[name]:
+        return ""
+    if isinstance(value, bool):
+        return short if value else f"no {short}"
+    return f"{short} {value}"
+
+
+def variant_labels(variants: Iterable[Variant]) -> dict[Variant, str]:
+    """Each variant's label, unique in the report, in the order of the labels: exp_name (unless the script's
+    default), then the algorithm, the network and the settings that set it apart from the variants of its algorithm,
+    e.g. "ppo_tanh (ppo, tanh, 512)" or "ppo, tanh+hadamard, 512, sticky 0.25, no fire on life loss"."""
+    labels = {}
+    for variant, differing in differing_settings(variants).items():
+        network = f"{variant.activation}{'+hadamard' * variant.hadamard}, {variant.hidden_dim}"
+        names = sorted(differing, key=lambda name: (name not in SETTING_NAMES, name))  # the common ones first
+        said = [text for text in (_said(name, differing[name]) for name in names) if text]
+        details = ", ".join([variant.algorithm, network, *said])
+        default_name = variant.exp_name in (variant.algorithm, f"{variant.algorithm}_atari_hadamard")
+        labels[variant] = details if default_name else f"{variant.exp_name} ({details})"
+    texts = list(labels.values())
+    for text in {text for text in texts if texts.count(text) > 1}:  # values that read alike: numbered
+        alike = sorted((variant for variant in labels if labels[variant] == text), key=repr)
+        labels.update({variant: f"{text} #{i}" for i, variant in enumerate(alike, start=1)})
+    return dict(sorted(labels.items(), key=lambda item: item[1]))
+
+
 def read_run(path: str) -> Run:
     """One run folder, or ValueError saying why it cannot be used."""
-    try:
-        with open(os.path.join(path, "args.json")) as f:
-            args = dict(json.load(f))
-    except (OSError, ValueError, TypeError) as err:  # missing, not JSON, or not an object
-        raise ValueError(f"no readable args.json ({err})") from None
+    args, status = run_management.read_run_folder(path)
+    if args is None:
+        why = "damaged" if os.path.exists(os.path.join(path, "args.json")) else "missing"
+        raise ValueError(f"no readable args.json ({why})")
     if "env_id" not in args:
         raise ValueError("args.json has no env_id")
-    try:
-        with open(os.path.join(path, "status.json")) as f:
-            status = dict(json.load(f))
-    except (OSError, ValueError, TypeError):  # runs from before status.json existed, or a damaged one
-        status = {}
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -190,13 +275,12 @@ def read_run(path: str) -> Run:
         if tag is not None:
             scalars = events.Scalars(tag)
             diagnostics[metric] = (np.array([e.step for e in scalars]), np.array([e.value for e in scalars]))
-    network = str(args.get("activation", "unknown")), bool(args.get("hadamard", False)), int(args.get("hidden_dim", 0))
-    variant = Variant(algorithm_of(status, args), *network, str(args.get("exp_name", "unknown")))
+    variant = variant_of(args, status)
     game, seed = game_id(str(args["env_id"])), int(args.get("seed", 0))
     last_step = max(events.Scalars(tag)[-1].step for tag in tags)
     steps, returns = np.array([(e.step, e.value) for e in episodes], dtype=np.float64).reshape(-1, 2).T
     state = str(status.get("status", "no status.json"))
-    return Run(path, game, seed, variant, state, last_step, steps, returns, diagnostics)
+    return Run(path, game, seed, variant, state, last_step, steps, returns, diagnostics, args)
 
 
 def find_run_folders(roots: Sequence[str]) -> list[str]:
@@ -218,12 +302,15 @@ def find_run_folders(roots: Sequence[str]) -> list[str]:
 class Group(NamedTuple):
     game: str
     variant: Variant
+    label: str  # the variant's in the report
     runs: list[Run]
     final_scores: np.ndarray  # one per run; NaN for a run with no game finished by the horizon
+    last_steps_scores: np.ndarray  # one per run, NaN for one with no game in the last steps (all NaN without them)
     areas: np.ndarray
     grid: np.ndarray  # the learning curves' window ends
     curves: np.ndarray  # (runs, points)
     final: tuple  # over the runs with a final score
+    last_steps_score: tuple  # over the runs with a game in the last steps
     area: tuple
     steps: np.ndarray  # the representation's capture steps up to the horizon
     counts: np.ndarray  # the runs captured at each step
@@ -237,6 +324,7 @@ class Group(NamedTuple):
 # One variant's human-normalised final scores across games: an estimate per name of AGGREGATES.
 class Aggregate(NamedTuple):
     variant: Variant
+    label: str
     games: list[str]
     runs_per_game: list[int]
     estimates: dict[str, tuple]
@@ -246,29 +334,45 @@ class Comparison(NamedTuple):
     groups: list[Group]  # by game, then variant label
     aggregates: list[Aggregate]
     notes: list[str]
+    labels: dict[Variant, str]  # every variant of the report, in the order of the labels (the figures' colours)
+    last_steps: int | None  # the steps of each run's last-steps score; None: none
 
 
-def compare(runs: Sequence[Run], last_episodes=100, points=50, reps=10_000, seed=0, horizon=None) -> Comparison:
-    """The report's numbers, every run cut at `horizon` (by default, per game, the step its shortest run reached)."""
-    out = Comparison([], [], [])
-    by_game: dict[str, list[Run]] = {}
+def compare(
+    runs: Sequence[Run], last_episodes=100, points=50, reps=10_000, seed=0, horizon=None, last_steps=None
+) -> Comparison:
+    """The report's numbers, every run cut at `horizon` (by default, per game, the step its shortest run reached);
+    with `last_steps`, also each run's mean return over the games that ended in its last steps up to the horizon."""
+    notes, by_game = [], {}
     for run in runs:
         if horizon is not None and run.last_step < horizon:
-            out.notes.append(f"{run.path}: left out, it reached step {run.last_step:,} < --steps {horizon:,}")
+            notes.append(f"{run.path}: left out, it reached step {run.last_step:,} < --steps {horizon:,}")
         else:
             by_game.setdefault(run.game, []).append(run)
+    labels = variant_labels({run.variant for game_runs in by_game.values() for run in game_runs})
+    out = Comparison([], [], notes, labels, last_steps)
     for game in sorted(by_game):
         reached = [run.last_step for run in by_game[game]]
         game_horizon = horizon or min(reached)
         if horizon is None and min(reached) < max(reached):
             lengths = f"{game}: runs reached {min(reached):,} to {max(reached):,} steps; all are compared up to step"
             out.notes.append(f"{lengths} {game_horizon:,} (the shortest run; --steps sets another horizon)")
-        ordered = sorted(by_game[game], key=lambda r: (r.variant.label, r.seed, r.path))
+        ordered = sorted(by_game[game], key=lambda r: (labels[r.variant], r.seed, r.path))
         for variant, variant_runs in itertools.groupby(ordered, key=lambda r: r.variant):
-            group = _group(game, variant, list(variant_runs), game_horizon, last_episodes, points, reps, seed)
+            scores = game_horizon, last_episodes, last_steps, points, reps, seed
+            group = _group(game, variant, labels[variant], list(variant_runs), *scores)
             out.groups.append(group)
-            for run in (run for run, score in zip(group.runs, group.final_scores) if math.isnan(score)):
-                out.notes.append(f"{run.path}: no game finished by step {game_horizon:,}; left out of the scores")
+            for run, final, recent in zip(group.runs, group.final_scores, group.last_steps_scores):
+                if math.isnan(final):
+                    out.notes.append(f"{run.path}: no game finished by step {game_horizon:,}; left out of the scores")
+                elif last_steps and math.isnan(recent):
+                    window = f"the last {last_steps:,} steps up to step {game_horizon:,}"
+                    out.notes.append(f"{run.path}: no game ended in {window}; left out of that score")
+            for name in MEASUREMENT_FIELDS if group.diagnostics else ():
+                values = sorted({str(run.args[name]) for run in group.runs if run.args and name in run.args})
+                if len(values) > 1:
+                    what = f"{game}, {group.label}: its runs measured the representation with {name}"
+                    out.notes.append(f"{what} {', '.join(values)}; its diagnostics pool them")
     missing = sorted(g for g in by_game if g not in ATARI_REFERENCE_SCORES)
     if missing:
         out.notes.append(f"no human reference score for {', '.join(missing)}: left out of the normalised scores")
@@ -277,18 +381,21 @@ def compare(runs: Sequence[Run], last_episodes=100, points=50, reps=10_000, seed
     for g in (g for g in out.groups if g.game in ATARI_REFERENCE_SCORES and g.scored):
         scores = g.final_scores[~np.isnan(g.final_scores)]
         normalized.setdefault(g.variant, {})[g.game] = human_normalized(scores, g.game)
-    for variant in sorted(normalized, key=lambda v: v.label):
+    for variant in sorted(normalized, key=labels.get):
         games = sorted(normalized[variant])
         scores = [normalized[variant][game] for game in games]
         estimates = {}
         for name, aggregate in AGGREGATES.items():
             estimates[name] = (float(aggregate(scores)), *stratified_bootstrap_ci(scores, aggregate, reps, seed))
-        out.aggregates.append(Aggregate(variant, games, [s.size for s in scores], estimates))
+        out.aggregates.append(Aggregate(variant, labels[variant], games, [s.size for s in scores], estimates))
     return out
 
 
-def _group(game, variant, runs, horizon, last_episodes, points, reps, seed) -> Group:
+def _group(game, variant, label, runs, horizon, last_episodes, last_steps, points, reps, seed) -> Group:
     finals = np.array([final_score(r.episode_steps, r.episode_returns, horizon, last_episodes) for r in runs])
+    recents = np.full(len(runs), math.nan)
+    if last_steps:
+        recents = np.array([last_steps_score(r.episode_steps, r.episode_returns, horizon, last_steps) for r in runs])
     curves = np.array([learning_curve(r.episode_steps, r.episode_returns, horizon, points) for r in runs])
     areas = np.array([area_under_curve(curve) for curve in curves])
     captured: dict[int, dict[str, list[float]]] = {}  # step -> metric -> a value per run
@@ -302,15 +409,23 @@ def _group(game, variant, runs, horizon, last_episodes, points, reps, seed) -> G
     for metric in (m for m in DIAGNOSTIC_METRICS if any(m in captured[step] for step in steps)):
         diagnostics[metric] = np.array([mean_ci(captured[step].get(metric, []), reps, seed) for step in steps])
     final, area = (mean_ci(values[~np.isnan(finals)], reps, seed) for values in (finals, areas))
+    recent = mean_ci(recents[~np.isnan(recents)], reps, seed)
     grid, steps = np.arange(1, points + 1) * horizon / points, np.array(steps, dtype=int)
-    return Group(game, variant, list(runs), finals, areas, grid, curves, final, area, steps, counts, diagnostics)
+    scores = finals, recents, areas, grid, curves, final, recent, area
+    return Group(game, variant, label, list(runs), *scores, steps, counts, diagnostics)
 
 
 # ---- Output: Markdown tables, CSV, figures ----
 # One format per kind of number: returns, human-normalised scores, each diagnostic (srank counts units).
 SCORE, NORMALIZED = ",.2f", ".3f"
 DIAGNOSTIC_FORMATS = {"dead_fraction": ".3f", "dormant_fraction": ".3f", "srank": ",.0f", "effective_rank": ",.2f"}
-CSV_COLUMNS = f"table game variant {' '.join(Variant._fields)} metric step seeds mean ci_low ci_high run status".split()
+# The least top of each diagnostic's y axis (all of them start at 0), so that a metric that stays at 0 reads as such.
+DIAGNOSTIC_FLOORS = {"dead_fraction": 1e-3, "dormant_fraction": 1e-3, "srank": 1.0, "effective_rank": 1.0}
+# variant: the label; settings: "name=value; ..." of the settings in the label (differing_settings), with full names.
+CSV_COLUMNS = (
+    "table game variant algorithm activation hadamard hidden_dim exp_name settings metric step seeds mean ci_low "
+    "ci_high run seed status"
+).split()
 
 
 def _number(value: float, spec: str) -> str:
@@ -346,35 +461,40 @@ def _markdown(title: str, header: Sequence[str], lines: Sequence[Sequence[str]],
 
 
 def tables(comparison: Comparison, last_episodes: int, max_diagnostic_rows: int = 8) -> str:
-    """The report's Markdown tables (the CSV holds every number)."""
-    groups, aggregates = comparison.groups, comparison.aggregates
+    """The report's Markdown tables (the CSV holds every number); the last-steps score beside the final score when
+    the comparison has one."""
+    groups, aggregates, last_steps = comparison.groups, comparison.aggregates, comparison.last_steps
     final = f"final score (last {last_episodes} games)"
+    recent = [f"score (last {last_steps:,} steps)"] if last_steps else []
     lines = []
     for g in groups:
-        for run, score in zip(g.runs, g.final_scores):
+        for run, score, recent_score in zip(g.runs, g.final_scores, g.last_steps_scores):
             status = run.status if run.status == "finished" else f"NOT FINISHED ({run.status})"
             cells = [os.path.basename(run.path), status, str(run.seed), f"{run.last_step:,}", _number(score, SCORE)]
-            lines.append([g.game, g.variant.label, *cells])
-    parts = [_markdown("Runs", ["game", "variant", "run", "status", "seed", "steps", final], lines, left=4)]
+            lines.append([g.game, g.label, *cells, *([_number(recent_score, SCORE)] if last_steps else [])])
+    parts = [_markdown("Runs", ["game", "variant", "run", "status", "seed", "steps", final, *recent], lines, left=4)]
 
-    lines = [[g.game, g.variant.label, _runs(g.scored), _estimate(g.final, SCORE), _estimate(g.area, SCORE)]
-             for g in groups]  # fmt: skip
-    header = ["game", "variant", "runs", final, "area under the curve"]
+    lines = []
+    for g in groups:
+        scores = [_estimate(g.final, SCORE), *([_estimate(g.last_steps_score, SCORE)] if last_steps else [])]
+        lines.append([g.game, g.label, _runs(g.scored), *scores, _estimate(g.area, SCORE)])
+    header = ["game", "variant", "runs", final, *recent, "area under the curve"]
     parts.append(_markdown(f"Scores per game ({_what([len(g.scored) for g in groups])})", header, lines))
 
     if aggregates:
-        lines = [[a.variant.label, "+".join(a.games), str(sum(a.runs_per_game)),
+        lines = [[a.label, "+".join(a.games), str(sum(a.runs_per_game)),
                   *(_estimate(e, NORMALIZED) for e in a.estimates.values())] for a in aggregates]  # fmt: skip
         what = _what([max(a.runs_per_game) for a in aggregates], "95% stratified bootstrap CI")
         header = ["variant", "games", "runs", "mean", "median", "IQM"]
-        parts.append(_markdown(f"Human-normalised final scores across games ({what})", header, lines))
+        of = f" (last {last_episodes} games)" if last_steps else ""  # which of the two scores
+        parts.append(_markdown(f"Human-normalised final scores{of} across games ({what})", header, lines))
 
     lines, formats = [], DIAGNOSTIC_FORMATS.items()
     for g in groups:  # up to max_diagnostic_rows evenly spaced captures per variant, always the last one
         rows = min(len(g.steps), max_diagnostic_rows)
         for i in sorted(set(np.linspace(0, len(g.steps) - 1, rows).round().astype(int))):
             means = [_number(g.diagnostics[m][i, 0], f) if m in g.diagnostics else "n/a" for m, f in formats]
-            lines.append([g.game, g.variant.label, f"{g.steps[i]:,}", str(g.counts[i]), *means])
+            lines.append([g.game, g.label, f"{g.steps[i]:,}", str(g.counts[i]), *means])
     if lines:
         header = ["game", "variant", "step", "runs", "dead", "dormant", "srank", "effective rank"]
         thinned = any(len(g.steps) > max_diagnostic_rows for g in groups)
@@ -384,65 +504,116 @@ def tables(comparison: Comparison, last_episodes: int, max_diagnostic_rows: int 
 
 
 def write_csv(comparison: Comparison, path: str) -> None:
-    """Every number, one per row: each run's scores, the per-game estimates, the diagnostics, the aggregates."""
+    """Every number, one per row: each run's scores and the step it reached, the per-game estimates, the diagnostics,
+    the aggregates. The last-steps score, when the comparison has one, is the metric score_last_<N>_steps."""
+    differing = differing_settings(comparison.labels)
+    recent = f"score_last_{comparison.last_steps}_steps"
+
+    def variant(where: str, v: Variant) -> list:
+        said = "; ".join(f"{name}={'n/a' if value is UNRECORDED else value}" for name, value in differing[v].items())
+        return [where, comparison.labels[v], v.algorithm, v.activation, v.hadamard, v.hidden_dim, v.exp_name, said]
+
     with open(path, "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(CSV_COLUMNS)
         for g in comparison.groups:
-            variant = [g.game, g.variant.label, *g.variant]
-            for run, score, area in zip(g.runs, g.final_scores, g.areas):
+            for run, score, recent_score, area in zip(g.runs, g.final_scores, g.last_steps_scores, g.areas):
                 hns = human_normalized(score, g.game) if g.game in ATARI_REFERENCE_SCORES else math.nan
-                for metric, value in (("final_score", score), ("auc", area), ("human_normalized", hns)):
-                    out.writerow(["run", *variant, metric, "", 1, value, math.nan, math.nan, run.path, run.status])
-            for metric, estimate in (("final_score", g.final), ("auc", g.area)):
-                out.writerow(["score", *variant, metric, "", len(g.scored), *estimate, "", ""])
+                values = [("final_score", score), ("auc", area), ("human_normalized", hns)]
+                values += [(recent, recent_score)] if comparison.last_steps else []
+                for metric, value in [*values, ("last_step", run.last_step)]:
+                    cells = [metric, "", 1, value, math.nan, math.nan, run.path, run.seed, run.status]
+                    out.writerow(["run", *variant(g.game, g.variant), *cells])
+            scores = [("final_score", len(g.scored), g.final), ("auc", len(g.scored), g.area)]
+            if comparison.last_steps:
+                scores.append((recent, int(np.sum(~np.isnan(g.last_steps_scores))), g.last_steps_score))
+            for metric, count, estimate in scores:
+                out.writerow(["score", *variant(g.game, g.variant), metric, "", count, *estimate, "", "", ""])
             for metric, estimates in g.diagnostics.items():
                 for step, count, estimate in zip(g.steps, g.counts, estimates):
-                    out.writerow(["diagnostics", *variant, metric, step, count, *estimate, "", ""])
+                    out.writerow(
+                        ["diagnostics", *variant(g.game, g.variant), metric, step, count, *estimate, "", "", ""]
+                    )
         for a in comparison.aggregates:
             for name, estimate in a.estimates.items():
-                variant = ["+".join(a.games), a.variant.label, *a.variant]
-                out.writerow(["aggregate", *variant, f"hns_{name}", "", sum(a.runs_per_game), *estimate, "", ""])
+                cells = [f"hns_{name}", "", sum(a.runs_per_game), *estimate, "", "", ""]
+                out.writerow(["aggregate", *variant("+".join(a.games), a.variant), *cells])
+
+
+def _styles(labels: dict[Variant, str]) -> dict[Variant, dict]:
+    """A colour per variant by its place among all the report's variants (past 20, dashes too), so that a variant
+    looks the same in every figure."""
+    import matplotlib
+
+    palette = matplotlib.colormaps["tab10" if len(labels) <= 10 else "tab20"]
+    dashes = ("-", "--", ":", "-.")
+    return {v: {"color": palette(i % palette.N), "linestyle": dashes[i // palette.N % 4]} for i, v in enumerate(labels)}
+
+
+def _y_limits(ax, values: Sequence[np.ndarray], floor: float | None = None) -> None:
+    """A y axis a reader can take in. With `floor` (a metric that cannot be negative): from 0 to at least floor, a line
+    at 0 kept just above the axis; otherwise a flat line gets a margin of its own, not matplotlib's tiny one."""
+    values = np.concatenate([np.ravel(v) for v in values])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return
+    low, high = float(values.min()), float(values.max())
+    if floor is not None:
+        top = max(floor, high) * 1.1
+        ax.set_ylim(-0.02 * top, top)
+    elif high - low <= 1e-9 * max(1.0, abs(high)):
+        margin = max(1.0, 0.1 * abs(high))
+        ax.set_ylim(low - margin, high + margin)
 
 
 def plot(comparison: Comparison, folder: str, reps: int, seed: int) -> list[str]:
-    """PNG figures per game: the learning curves and the representation's diagnostics, with shaded 95% CIs."""
+    """PNG figures per game: the learning curves and the representation's diagnostics, with shaded 95% CIs; a variant
+    has one colour in every figure, the legend below the plots."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     os.makedirs(folder, exist_ok=True)
-    written = []
+    styles, written = _styles(comparison.labels), []
     for game in sorted({g.game for g in comparison.groups}):
         groups = [g for g in comparison.groups if g.game == game and g.scored]
         if groups:
-            fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="tight")
+            fig, ax = plt.subplots(figsize=(6.4, 4.2 + 0.2 * len(groups)), layout="constrained")
+            drawn = []
             for g in groups:  # the mean and CI over the runs defined at each point
                 mean, low, high = np.array([mean_ci(c[~np.isnan(c)], reps, seed) for c in g.curves.T]).T
-                line = ax.plot(g.grid, mean, label=f"{g.variant.label}, {_runs(g.scored)}")[0]
-                ax.fill_between(g.grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+                ax.plot(g.grid, mean, label=f"{g.label}, {_runs(g.scored)}", **styles[g.variant])
+                ax.fill_between(g.grid, low, high, color=styles[g.variant]["color"], alpha=0.2, linewidth=0)
+                drawn += [mean, low, high]
             ax.set(title=f"{game}: episodic return ({_what([len(g.scored) for g in groups])})", ylabel="return")
             ax.set_xlabel("agent steps")
-            ax.legend(fontsize=8)
+            _y_limits(ax, drawn)
             ax.grid(alpha=0.3)
+            fig.legend(loc="outside lower center", fontsize=8, frameon=False)
             written.append(os.path.join(folder, f"{game}_returns.png"))
-            fig.savefig(written[-1], dpi=110)
+            fig.savefig(written[-1], dpi=110, bbox_inches="tight")
             plt.close(fig)
         groups = [g for g in comparison.groups if g.game == game and g.diagnostics]
         if groups:
-            fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True, layout="tight")
+            fig, axes = plt.subplots(2, 2, figsize=(10, 7 + 0.2 * len(groups)), sharex=True, layout="constrained")
             for ax, metric in zip(axes.ravel(), DIAGNOSTIC_METRICS):
+                drawn = []
                 for g in (g for g in groups if metric in g.diagnostics):
                     mean, low, high = g.diagnostics[metric].T
-                    line = ax.plot(g.steps, mean, marker=".", label=f"{g.variant.label}, {_runs(g.runs)}")[0]
-                    ax.fill_between(g.steps, low, high, color=line.get_color(), alpha=0.2)
+                    ax.plot(g.steps, mean, marker=".", label=f"{g.label}, {_runs(g.runs)}", **styles[g.variant])
+                    ax.fill_between(g.steps, low, high, color=styles[g.variant]["color"], alpha=0.2)
+                    drawn += [mean, low, high]
                 ax.set(title=metric.replace("_", " "), xlabel="agent steps" if metric in DIAGNOSTIC_METRICS[2:] else "")
+                _y_limits(ax, drawn, DIAGNOSTIC_FLOORS[metric])
                 ax.grid(alpha=0.3)
-            axes[0, 0].legend(fontsize=7)
+            entries = {}  # one per variant, from whichever plot has it
+            for ax in axes.ravel():
+                entries.update(zip(*reversed(ax.get_legend_handles_labels())))
+            fig.legend(entries.values(), entries.keys(), loc="outside lower center", fontsize=8, frameon=False)
             fig.suptitle(f"{game}: representation layer ({_what([int(g.counts.max()) for g in groups])})")
             written.append(os.path.join(folder, f"{game}_diagnostics.png"))
-            fig.savefig(written[-1], dpi=110)
+            fig.savefig(written[-1], dpi=110, bbox_inches="tight")
             plt.close(fig)
     return written
 
@@ -451,6 +622,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Compare runs over seeds: scores, normalised aggregates, diagnostics.")
     parser.add_argument("folders", nargs="+", help="run folders, or folders that hold runs (e.g. runs)")
     parser.add_argument("--last-episodes", type=int, default=100, help="games per run in the final score (100)")
+    parser.add_argument(
+        "--last-steps",
+        type=int,
+        help="also score each run by the mean return of the games that ended in its last N steps (up to the horizon)",
+    )
     parser.add_argument("--steps", type=int, help="runs up to this step; shorter runs left out (default: the shortest)")
     parser.add_argument("--points", type=int, default=50, help="windows of the learning curve (50)")
     parser.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap replicates (10,000)")
@@ -461,6 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     counts = {
         "last-episodes": args.last_episodes,
+        "last-steps": args.last_steps,
         "points": args.points,
         "bootstrap": args.bootstrap,
         "steps": args.steps,
@@ -484,7 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no readable runs in {', '.join(args.folders)}", file=sys.stderr)
         return 1
 
-    comparison = compare(runs, args.last_episodes, args.points, args.bootstrap, args.seed, args.steps)
+    comparison = compare(runs, args.last_episodes, args.points, args.bootstrap, args.seed, args.steps, args.last_steps)
     print(f"{len(runs)} runs\n\n{tables(comparison, args.last_episodes)}")
     print("".join(f"note: {note}\n" for note in comparison.notes), end="")
     if args.csv:

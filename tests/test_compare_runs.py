@@ -185,15 +185,16 @@ def test_one_seed_is_said_instead_of_an_interval():
 # The command on fake run folders
 # ----------------------------------------------------------------------------------------------
 def _write_run(root, env_id, exp_name, seed, returns, hadamard=True, hidden_dim=512, diagnostics=None, steps=None,
-               status="finished", script="ppo_atari_hadamard.py"):  # fmt: skip
-    """A run folder as the scripts write it: args.json, status.json (None: none, as in older runs) and TensorBoard
-    scalars (game i ends at step 100 i; diagnostics {step: v}: fractions v, srank 660 v, effective rank 100 v)."""
+               status="finished", script="ppo_atari_hadamard.py", stamp=1700000000, **more_args):  # fmt: skip
+    """A run folder as the scripts write it: args.json (more_args added), status.json (None: none, as in older runs)
+    and TensorBoard scalars (game i ends at step 100 i; diagnostics {step: v}: fractions v, srank 660 v, effective
+    rank 100 v)."""
     from torch.utils.tensorboard import SummaryWriter
 
-    folder = root / f"{env_id}__{exp_name}__{seed}__1700000000"
+    folder = root / f"{env_id}__{exp_name}__{seed}__{stamp}"
     folder.mkdir(parents=True)
     args = {"exp_name": exp_name, "seed": seed, "env_id": env_id, "gae_lambda": 0.95, "activation": "tanh",
-            "hadamard": hadamard, "hidden_dim": hidden_dim}  # fmt: skip
+            "hadamard": hadamard, "hidden_dim": hidden_dim, **more_args}  # fmt: skip
     (folder / "args.json").write_text(json.dumps(args))
     if status is not None:
         (folder / "status.json").write_text(json.dumps({"script": script, "status": status}))
@@ -329,6 +330,7 @@ def test_plots(sweep, tmp_path, capsys, monkeypatch):
     [
         (["missing_folder"], "missing_folder: no such folder"),
         ([".", "--last-episodes", "0"], "--last-episodes must be at least 1"),
+        ([".", "--last-steps", "0"], "--last-steps must be at least 1"),
         ([".", "--bootstrap", "0"], "--bootstrap must be at least 1"),
         ([".", "--points", "0"], "--points must be at least 1"),
         ([".", "--steps", "0"], "--steps must be at least 1"),
@@ -349,3 +351,158 @@ def test_no_runs_and_no_matplotlib(tmp_path, monkeypatch, capsys):
     assert cr.main([str(tmp_path), "--plot", str(tmp_path / "figures")]) == 2
     assert capsys.readouterr().err == "error: --plot needs matplotlib (pip install matplotlib)\n"
     assert not (tmp_path / "figures").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Variants: which runs are seeds of one experiment
+# ----------------------------------------------------------------------------------------------
+PPO_ARGS = {"repeat_action_probability": 0.0, "fire_on_life_loss": True, "learning_rate": 2.5e-4, "batch_size": 1024}
+
+
+def test_runs_that_differ_in_a_game_setting_are_two_variants(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    _write_run(runs, "Breakout-v5", "ppo_atari_hadamard", 1, [2.0], **PPO_ARGS)
+    _write_run(runs, "Breakout-v5", "ppo_atari_hadamard", 1, [8.0], stamp=1700000001,
+               **{**PPO_ARGS, "repeat_action_probability": 0.25})  # fmt: skip
+    out_csv = tmp_path / "results.csv"
+    assert cr.main([str(runs), "--last-episodes", "1", "--csv", str(out_csv), "--bootstrap", "100"]) == 0
+    scores = [r for r in _read_csv(out_csv) if r["table"] == "score" and r["metric"] == "final_score"]
+    assert len(scores) == 2  # not two seeds of one setting
+    assert len({r["variant"] for r in scores}) == 2
+    assert [(r["seeds"], r["mean"]) for r in scores] == [("1", "2.0"), ("1", "8.0")]
+    assert all(math.isnan(float(r["ci_low"])) and math.isnan(float(r["ci_high"])) for r in scores)
+    text = capsys.readouterr().out
+    assert "| breakout | ppo, tanh+hadamard, 512 | 1 seed | 2.00 (n = 1 seed) |" in text
+    assert "| breakout | ppo, tanh+hadamard, 512, sticky 0.25 | 1 seed | 8.00 (n = 1 seed) |" in text
+
+
+def test_seeds_of_one_setting_are_pooled_whatever_the_run_management_flags(tmp_path):
+    runs = tmp_path / "runs"
+    how = [  # how each seed was run: none of it makes another experiment
+        {"save_model": False, "cuda": True, "checkpoint_interval": 0, "total_timesteps": 1000, "dormant_tau": 0.025},
+        {"save_model": True, "cuda": False, "checkpoint_interval": 500, "total_timesteps": 2000, "dormant_tau": 0.1},
+    ]
+    for seed, (flags, batch_size) in enumerate(zip(how, (1024, 0)), start=1):  # PPO's batch_size: computed at run time
+        _write_run(runs, "Breakout-v5", "ppo_atari_hadamard", seed, [2.0 * seed], diagnostics={100: 0.5},
+                   **{**PPO_ARGS, **flags, "batch_size": batch_size})  # fmt: skip
+    out = cr.compare([cr.read_run(str(folder)) for folder in sorted(runs.iterdir())], last_episodes=1, reps=100)
+    (group,) = out.groups
+    assert group.label == "ppo, tanh+hadamard, 512" and [run.seed for run in group.runs] == [1, 2]
+    assert group.final == (3.0, 2.0, 4.0)  # an interval over the two seeds
+    # the thresholds of the diagnostics are no part of the experiment, but pooling runs measured apart is said
+    assert any("dormant_tau 0.025, 0.1; its diagnostics pool them" in note for note in out.notes)
+    # DQN's batch_size is a hyperparameter: another batch is another experiment
+    dqn, ppo = {"script": "dqn_atari_hadamard.py"}, {"script": "ppo_atari_hadamard.py"}
+    assert cr.variant_of({"batch_size": 32, "seed": 1}, dqn) != cr.variant_of({"batch_size": 64, "seed": 2}, dqn)
+    assert cr.variant_of({"batch_size": 32, "seed": 1}, ppo) == cr.variant_of({"batch_size": 64, "seed": 2}, ppo)
+
+
+def test_labels_say_what_sets_variants_apart_and_are_unique():
+    ppo, pqn = {"script": "ppo_atari_hadamard.py"}, {"script": "pqn_atari_hadamard.py"}
+    defaults = {"exp_name": "ppo_atari_hadamard", "activation": "tanh", "hadamard": True, "hidden_dim": 512, **PPO_ARGS}
+    variants = {
+        "default": cr.variant_of(defaults, ppo),
+        "game": cr.variant_of({**defaults, "repeat_action_probability": 0.25, "fire_on_life_loss": False}, ppo),
+        "learning rate": cr.variant_of({**defaults, "learning_rate": 0.001}, ppo),
+        "named": cr.variant_of({**defaults, "exp_name": "ppo_tanh", "hadamard": False}, ppo),
+        "old": cr.variant_of({k: v for k, v in defaults.items() if k != "repeat_action_probability"}, ppo),
+        "pqn": cr.variant_of({**defaults, "exp_name": "pqn_tanh", "learning_rate": 0.5}, pqn),
+    }
+    labels = cr.variant_labels(variants.values())
+    assert {name: labels[v] for name, v in variants.items()} == {
+        "default": "ppo, tanh+hadamard, 512, learning_rate 0.00025",
+        "game": "ppo, tanh+hadamard, 512, no fire on life loss, sticky 0.25, learning_rate 0.00025",
+        "learning rate": "ppo, tanh+hadamard, 512, learning_rate 0.001",
+        "named": "ppo_tanh (ppo, tanh, 512, learning_rate 0.00025)",
+        "old": "ppo, tanh+hadamard, 512, sticky n/a, learning_rate 0.00025",  # from before the option existed
+        "pqn": "pqn_tanh (pqn, tanh+hadamard, 512)",  # PPO's settings are not PQN's business
+    }
+    assert list(labels.values()) == sorted(labels.values())
+    # values that differ but read alike are numbered rather than merged
+    alike = [cr.variant_of({**defaults, "learning_rate": value}, ppo) for value in (0.001, "0.001")]
+    assert sorted(cr.variant_labels(alike).values()) == [
+        "ppo, tanh+hadamard, 512, learning_rate 0.001 #1",
+        "ppo, tanh+hadamard, 512, learning_rate 0.001 #2",
+    ]
+
+
+def _record_figures(monkeypatch):
+    """figure file -> {line label: colour} of its plots, whether any plot has its own legend, the figure's legends
+    and savefig's bbox_inches; and -> {plot title: (y limits, y values of its lines)}."""
+    from matplotlib.figure import Figure
+
+    lines, axes, save = {}, {}, Figure.savefig
+
+    def recording(fig, path, **kwargs):
+        name = os.path.basename(path)
+        lines[name] = {line.get_label(): line.get_color() for ax in fig.axes for line in ax.get_lines()}
+        own = any(ax.get_legend() is not None for ax in fig.axes)
+        lines[name] = lines[name], own, len(fig.legends), kwargs.get("bbox_inches")
+        axes[name] = {ax.get_title(): (ax.get_ylim(), [line.get_ydata() for line in ax.get_lines()]) for ax in fig.axes}
+        save(fig, path, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording)
+    return lines, axes
+
+
+def test_a_variant_keeps_its_colour_in_every_figure(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    for seed in (1, 2):
+        _write_run(runs, "Breakout-v5", "hr", seed, [1.0, 2.0], diagnostics={100: 0.1})
+        _write_run(runs, "Breakout-v5", "plain", seed, [1.0, 3.0], hadamard=False, diagnostics={100: 0.2})
+    _write_run(runs, "Pong-v5", "plain", 1, [-20.0, -19.0], hadamard=False)  # the second variant alone
+    lines, _ = _record_figures(monkeypatch)
+    assert cr.main([str(runs), "--plot", str(tmp_path / "figures"), "--bootstrap", "100"]) == 0
+    colours = {}  # variant -> its colours in all figures
+    for name, (labelled, own_legend, figure_legends, bbox) in lines.items():
+        assert not own_legend and figure_legends == 1 and bbox == "tight"  # the legend outside the plots, kept
+        for label, colour in labelled.items():
+            colours.setdefault(label.rsplit(", ", 1)[0], set()).add(colour)
+    assert sorted(lines) == ["breakout_diagnostics.png", "breakout_returns.png", "pong_returns.png"]
+    assert sorted(colours) == ["hr (ppo, tanh+hadamard, 512)", "plain (ppo, tanh, 512)"]
+    assert all(len(c) == 1 for c in colours.values())  # one colour per variant in every figure
+    assert len(set.union(*colours.values())) == 2  # and two variants two colours
+
+
+def test_a_metric_at_zero_is_a_flat_line_at_zero(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    _write_run(runs, "Breakout-v5", "hr", 1, [0.0] * 4, diagnostics={100: 0.0, 200: 0.0, 300: 0.0})
+    _, axes = _record_figures(monkeypatch)
+    assert cr.main([str(runs), "--plot", str(tmp_path / "figures"), "--bootstrap", "100"]) == 0
+    for title, floor in (("dead fraction", 1e-3), ("dormant fraction", 1e-3), ("srank", 1.0)):
+        (bottom, top), ys = axes["breakout_diagnostics.png"][title]
+        assert all((y == 0).all() for y in ys)
+        assert top == pytest.approx(1.1 * floor) and -0.05 * top < bottom < 0  # 0 just above the axis, no -0.04
+    (bottom, top), ys = axes["breakout_returns.png"]["breakout: episodic return (n = 1 seed)"]
+    assert (bottom, top) == (-1.0, 1.0) and (ys[0][~np.isnan(ys[0])] == 0).all()  # NaN before the first game
+
+
+def test_the_score_over_the_last_steps(sweep, tmp_path, capsys):
+    steps, returns = [10, 20, 60, 90, 130], [1.0, 3.0, 5.0, 7.0, 100.0]
+    assert cr.last_steps_score(steps, returns, horizon=100, last_steps=50) == 6.0  # games at 60 and 90
+    assert cr.last_steps_score(steps, returns, horizon=100, last_steps=40) == 7.0  # (60, 100]: 60 is out
+    assert cr.last_steps_score(steps, returns, horizon=1000, last_steps=1000) == 23.2  # every game
+    assert math.isnan(cr.last_steps_score(steps, returns, horizon=100, last_steps=5))
+    # Breakout is compared up to step 1,000: the games at 800, 900 and 1,000 score 8, 9, 10 and 16, 18, 20 in hr's
+    # two runs, their means 9 and 18.
+    out_csv = tmp_path / "results.csv"
+    assert cr.main([str(sweep), "--last-episodes", "2", "--last-steps", "250", "--csv", str(out_csv)]) == 0
+    text = capsys.readouterr().out
+    header = "| game | variant | runs | final score (last 2 games) | score (last 250 steps) | area under the curve |"
+    assert header in text
+    assert "| breakout | hr (ppo, tanh+hadamard, 512) | 2 seeds | 14.25 [9.50, 19.00] | 13.50 [9.00, 18.00] |" in text
+    assert "| Breakout-v5__hr__2__1700000000 | finished | 2 | 1,000 | 19.00 | 18.00 |" in text
+    assert "Human-normalised final scores (last 2 games) across games" in text
+    rows = _read_csv(out_csv)
+    by_key = {(r["table"], r["game"], r["exp_name"], r["metric"], r["seed"]): r for r in rows}
+    score = by_key[("score", "breakout", "hr", "score_last_250_steps", "")]
+    assert (float(score["mean"]), float(score["ci_low"]), float(score["ci_high"]), score["seeds"]) == (13.5, 9, 18, "2")
+    assert float(by_key[("run", "breakout", "hr", "score_last_250_steps", "2")]["mean"]) == 18.0
+    # every number of the runs table: the seed and the step each run reached too
+    assert float(by_key[("run", "pong", "plain", "last_step", "2")]["mean"]) == 500
+    # a run with no game in the last steps is left out of that score, with a note
+    out = cr.compare([_run("breakout", 1, "a", 1000, [(400, 2.0)])], last_episodes=1, reps=100, last_steps=100)
+    assert math.isnan(out.groups[0].last_steps_score[0]) and out.groups[0].final[0] == 2.0
+    assert (
+        "runs/breakout_a_1: no game ended in the last 100 steps up to step 1,000; left out of that score" in out.notes
+    )
