@@ -1,4 +1,4 @@
-"""Representation diagnostics for the Hadamard-representation scripts, as REFERENCE.md section 2 defines them.
+"""Representation diagnostics for the Hadamard-representation scripts, as docs/diagnostics.md defines them.
 
 On a layer's activations for a batch of probe states (n samples x d units; a conv layer's unit is a channel):
 the dead fraction (Kooi et al. 2024; a unit is dead when its local gradient, `LOCAL_GRADIENTS`, is below g on

@@ -344,12 +344,12 @@ def td_targets(rewards, next_q_values, terminals, gamma: float) -> torch.Tensor:
 def td_loss(q_values, actions, targets) -> tuple[torch.Tensor, torch.Tensor]:
     """The mean squared TD error of the actions taken, and their Q-values Q(s, a) (batch,)."""
     q_taken = q_values.gather(1, actions[:, None]).squeeze(1)
-    return F.mse_loss(targets, q_taken), q_taken
+    return F.mse_loss(q_taken, targets), q_taken
 
 
 def train(args: Args) -> int:
-    """Trains the Q-network; returns the exit status (0 finished, 75 interrupted, 1 crashed on a fault of the machine)."""
-    run = run_management.Run(args, SCRIPT)  # the run folder, its TensorBoard writer, checkpoints, a safe stop
+    """Trains the Q-network; returns the exit status (0 finished, 75 interrupted, 1 a fault of the machine)."""
+    run = run_management.Run(args, SCRIPT)  # the run folder, TensorBoard, checkpoints (SCRIPT: at the bottom)
     writer = run.writer
 
     # TRY NOT TO MODIFY: seeding
@@ -492,7 +492,7 @@ def evaluate(model_path: str, args: Args, device: torch.device, stop) -> list[fl
     return list(scores.values())
 
 
-# the ranges of this algorithm's own arguments (None: an optional argument not given), then its other rules
+# the ranges of this algorithm's own arguments, then its other rules
 ARGUMENT_RANGES = {
     "must be positive": ("batch_size", "train_frequency", "target_network_frequency"),
     "must lie in [0, 1]": ("start_e", "end_e", "exploration_fraction"),

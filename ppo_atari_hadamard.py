@@ -53,7 +53,7 @@ class Args:
     max_grad_norm: float = 0.5  # the maximum norm for the gradient clipping
     target_kl: float | None = None  # if set, an update stops after the epoch whose last approx_kl exceeds it
     batch_size: tyro.conf.Suppress[int] = 0  # computed at run time: num_envs * num_steps, the steps of a rollout
-    minibatch_size: tyro.conf.Suppress[int] = 0  # computed at run time: batch_size // num_minibatches (at most)
+    minibatch_size: tyro.conf.Suppress[int] = 0  # computed at run time, logged only: the agent's steps are split
     num_iterations: tyro.conf.Suppress[int] = 0  # computed at run time: total_timesteps // batch_size, the rollouts
 
     # Representation (the paper's method by default)
@@ -290,11 +290,11 @@ def transition_minibatches(is_transition: torch.Tensor, num_minibatches: int) ->
 
 
 def train(args: Args) -> int:
-    """Trains the agent; returns the exit status (0 finished, 75 interrupted, 1 crashed on a fault of the machine)."""
+    """Trains the agent; returns the exit status (0 finished, 75 interrupted, 1 a fault of the machine)."""
     args.batch_size = args.num_envs * args.num_steps
     args.minibatch_size = args.batch_size // args.num_minibatches
     args.num_iterations = args.total_timesteps // args.batch_size
-    run = run_management.Run(args, SCRIPT)  # the run folder, its TensorBoard writer, checkpoints, a safe stop
+    run = run_management.Run(args, SCRIPT)  # the run folder, TensorBoard, checkpoints (SCRIPT: at the bottom)
     writer = run.writer
 
     # TRY NOT TO MODIFY: seeding
@@ -420,7 +420,7 @@ def train(args: Args) -> int:
             writer.add_scalar("losses/explained_variance", explained_var, global_step)
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
 
-            # diagnostics on a random sample of this rollout's states, once every diagnostics_interval steps
+            # diagnostics on a random sample of the states of the rollout that passes a multiple of the interval
             if args.diagnostics_interval > 0 and global_step % args.diagnostics_interval < args.batch_size:
                 probe = torch.randperm(args.batch_size, generator=probe_generator, device=device)
                 layers = diagnostics.capture_activations(agent, b_obs[probe[: args.diagnostics_samples]])

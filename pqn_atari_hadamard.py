@@ -49,7 +49,7 @@ class Args:
     end_e: float = 0.001  # the ending epsilon for exploration (also the evaluation's epsilon)
     exploration_fraction: float = 0.10  # the fraction of `total_timesteps` it takes from start_e to go to end_e
     batch_size: tyro.conf.Suppress[int] = 0  # computed at run time: num_envs * num_steps, the steps of a rollout
-    minibatch_size: tyro.conf.Suppress[int] = 0  # computed at run time: batch_size // num_minibatches (at most)
+    minibatch_size: tyro.conf.Suppress[int] = 0  # computed at run time, logged only: the agent's steps are split
     num_iterations: tyro.conf.Suppress[int] = 0  # computed at run time: total_timesteps // batch_size, the rollouts
 
     # Representation (the paper's method by default)
@@ -292,11 +292,11 @@ def transition_minibatches(is_transition: torch.Tensor, num_minibatches: int) ->
 
 
 def train(args: Args) -> int:
-    """Trains the Q-network; returns the exit status (0 finished, 75 interrupted, 1 crashed on a fault of the machine)."""
+    """Trains the Q-network; returns the exit status (0 finished, 75 interrupted, 1 a fault of the machine)."""
     args.batch_size = args.num_envs * args.num_steps
     args.minibatch_size = args.batch_size // args.num_minibatches
     args.num_iterations = args.total_timesteps // args.batch_size
-    run = run_management.Run(args, SCRIPT)  # the run folder, its TensorBoard writer, checkpoints, a safe stop
+    run = run_management.Run(args, SCRIPT)  # the run folder, TensorBoard, checkpoints (SCRIPT: at the bottom)
     writer = run.writer
 
     # TRY NOT TO MODIFY: seeding
@@ -403,7 +403,7 @@ def train(args: Args) -> int:
             writer.add_scalar("charts/epsilon", epsilon, global_step)
             writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
 
-            # diagnostics on a random sample of this rollout's states, once every diagnostics_interval steps
+            # diagnostics on a random sample of the states of the rollout that passes a multiple of the interval
             if args.diagnostics_interval > 0 and global_step % args.diagnostics_interval < args.batch_size:
                 probe = torch.randperm(args.batch_size, generator=probe_generator, device=device)
                 layers = diagnostics.capture_activations(q_network, b_obs[probe[: args.diagnostics_samples]])
@@ -455,7 +455,7 @@ def evaluate(model_path: str, args: Args, device: torch.device, stop) -> list[fl
     return list(scores.values())
 
 
-# the ranges of this algorithm's own arguments (None: an optional argument not given), then its other rules
+# the ranges of this algorithm's own arguments, then its other rules
 ARGUMENT_RANGES = {
     "must be positive": ("num_steps", "num_minibatches", "update_epochs", "max_grad_norm"),
     "must lie in [0, 1]": ("q_lambda", "start_e", "end_e", "exploration_fraction"),

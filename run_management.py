@@ -1,14 +1,12 @@
-"""What a run needs that is not its algorithm, once for the three scripts (docs/long-runs.md): the run folder, status.json,
-TensorBoard and wandb, the console, signals and the safe stop, atomic saves, checkpoints that continue a run exactly,
-the end of a run and its exit status (0 finished, 75 interrupted, 1 crashed, 2 bad arguments), the command line with
-its checks and the --resume / --eval-only rules, the env-id lookup, and the one reader of a run folder.
+"""What a run needs that is not its algorithm, once for the three scripts (docs/long-runs.md): the run folder, status,
+TensorBoard, wandb, the console, signals and the safe stop, atomic saves, checkpoints that continue a run exactly, how
+a run ends (exit status 0 finished, 75 interrupted, 1 crashed, 2 bad arguments), the command line and its checks, the
+env-id lookup, and the one reader of a run folder. torch is imported where it is used: tools that read runs start fast.
 
-A script hands over what is its own in one Script(__file__, Args, Network, evaluate, ARGUMENT_RANGES, argument_rules):
-its tyro dataclass; its network, Network(num_actions, activation, hadamard, hidden_dim); its evaluation policy,
-evaluate(model_path, args, device, stop) -> the scores of eval_episodes games (stop turns true at a signal); its
-argument checks, {"must be positive": (field names), ...} and argument_rules(args) -> [(broken, message)]. train uses
-Run: its writer, start_training, log_progress, save_checkpoint, stop_requested, `with run:` around the loop, finish.
-torch is imported where it is used, so that the tools that only read run folders start quickly.
+A script hands over what is its own in Script(__file__, Args, Network, evaluate, ARGUMENT_RANGES, argument_rules): its
+tyro dataclass; its network, built as Network(num_actions, activation, hadamard, hidden_dim); evaluate(model_path, args,
+device, stop) -> the scores of eval_episodes games (stop turns true at a signal); {"must be positive": (field names),
+...} and argument_rules(args) -> [(broken, message)]. Its train uses a Run (see the class).
 """
 
 import difflib
@@ -60,21 +58,15 @@ def say(message: str, error: bool = False) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
-def os_error_beneath(error: BaseException | None) -> OSError | None:
-    """The first OSError with an errno in the chain of an error's causes, the error itself first."""
-    while error is not None and getattr(error, "errno", None) is None:
+def machine_fault(error: BaseException | None) -> bool:
+    """Whether an error, or one it was raised from, is a fault of the machine (MACHINE_FAULTS), not a bug."""
+    while error is not None and getattr(error, "errno", None) not in MACHINE_FAULTS:
         error = error.__cause__ or error.__context__
-    return error
-
-
-def machine_fault(error: BaseException) -> bool:
-    """Whether an error is a fault of the machine (MACHINE_FAULTS: a full disk, a closed terminal), not a bug."""
-    return getattr(os_error_beneath(error), "errno", None) in MACHINE_FAULTS
+    return error is not None
 
 
 class StopRequest:
-    """Ctrl-C (SIGINT), SIGTERM and SIGHUP ask the run to stop at the next safe point (between two steps or rollouts,
-    where a checkpoint continues it exactly; between two evaluation steps); a second signal stops it at once."""
+    """SIGINT (Ctrl-C), SIGTERM, SIGHUP: stop at the next safe point, where a checkpoint is whole; a second: at once."""
 
     def __init__(self):
         self.signal_name, self.at_once = None, False
@@ -92,20 +84,19 @@ class StopRequest:
 
 
 class Run:
-    """A run's folder and what keeps it safe: TensorBoard, status.json, the console, checkpoints and how it ends."""
+    """A run's folder and what keeps it safe: TensorBoard (run.writer), status.json, the console (log_progress),
+    checkpoints (start_training, save_checkpoint), the safe stop (stop_requested), `with run:` the loop, finish."""
 
     def __init__(self, args, script: Script):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.args, self.script, self.parts, self.step, self.crash = args, script, {}, 0, None
+        self.args, self.script, self.parts, self.step, self.crash, self.unsaved = args, script, {}, 0, None, None
         # TensorBoard's writer thread raises a write error (a full disk) again in the loop, where the run records it
         threading.excepthook = lambda hook: issubclass(hook.exc_type, OSError) or threading.__excepthook__(hook)
         name = f"{args.env_id.replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
         self.dir = args.resume or os.path.join("runs", name)
-        self.model_path, self.checkpoint_path = (
-            os.path.join(self.dir, f"{args.exp_name}.pt"),
-            os.path.join(self.dir, "checkpoint.pt"),
-        )
+        self.model_path = os.path.join(self.dir, f"{args.exp_name}.pt")
+        self.checkpoint_path = os.path.join(self.dir, "checkpoint.pt")
         self.activations_dir = os.path.join(self.dir, "activations") if args.save_activations else None
         self.checkpoint = self.saved_step = None  # the checkpoint to restore; the step of the one on disk
         if args.resume is None:
@@ -131,11 +122,10 @@ class Run:
         write_status(self.dir, script=script.name, status="running", message=None, host=socket.gethostname(),
                      pid=os.getpid())  # fmt: skip
         self.stop_requested, self.recent_returns = StopRequest(), deque(maxlen=20)  # latest scores, for the console
-        self.games_seed = args.seed
+        self.games_seed = args.seed  # a resumed run's games: start_training
 
     def start_training(self, network, **parts) -> int:
-        """Names what a checkpoint holds (the network, every other stateful part), which a resumed run loads back, and
-        starts the clock. Returns the step the run starts from and sets games_seed, the seed of its first games."""
+        """Names the stateful parts a checkpoint holds, restores them when resumed; returns the step to start from."""
         import torch
 
         self.parts, self.start_time = {"network": network, **parts}, time.time()
@@ -205,23 +195,18 @@ class Run:
         return self
 
     def __exit__(self, kind, error, trace) -> bool:
-        """A second signal (KeyboardInterrupt) or a fault of the machine ends the loop, and finish says it in one line;
-        a bug is recorded with what could be saved, then goes on as Python's own traceback."""
-        if isinstance(error, KeyboardInterrupt):
-            return True
+        """A second signal or a fault of the machine ends the loop (finish says so); a bug is recorded, then goes on."""
         if isinstance(error, Exception):
             self.crash = error
-            if machine_fault(error):
-                return True
-            step = trace.tb_frame.f_locals.get("global_step", self.step)  # the training function's, where it failed
-            self.record_crash(step, error)
-        return False
+            if not machine_fault(error):  # the step of the training function, where it failed
+                self.finish(trace.tb_frame.f_locals.get("global_step", self.step), training_over=False, device=None)
+                return False
+        return isinstance(error, (Exception, KeyboardInterrupt))
 
     def finish(self, step: int, training_over: bool, device) -> int:
         """Keeps what the run reached, evaluates it when its training is over, records how it ended: the exit status."""
-        whole = self.crash is None and not self.stop_requested.at_once  # between two steps: a checkpoint continues it
-        if self.crash is not None:
-            return self.record_crash(step, self.crash)
+        stop = self.stop_requested
+        whole = self.crash is None and not stop.at_once  # stopped between two steps: a checkpoint continues it
         if self.args.save_model:
             try:
                 self.save_checkpoint(step, checkpoint=whole)
@@ -229,11 +214,11 @@ class Run:
             except KeyboardInterrupt:  # a second signal while saving: the previous files stay as they were
                 whole = False
             except OSError as error:  # a full disk, say: the previous files stay as they were
-                return self.record_crash(step, error, save=False)
+                self.crash, self.unsaved = self.crash or error, error
+        if self.crash is not None:
+            return self.record(step, "crashed")
         if not (whole and training_over):
-            how = (
-                f"interrupted by {self.stop_requested.signal_name}" + " (twice: at once)" * self.stop_requested.at_once
-            )
+            how = f"interrupted by {stop.signal_name}" + " (twice: at once)" * stop.at_once
             if not self.args.save_model:
                 then = "keeping what was logged (checkpoints need --save-model)"
             elif self.saved_step is None:
@@ -243,35 +228,26 @@ class Run:
             return self.record(step, "interrupted", f"{how} at step {step:,}: {then}")
         if self.args.save_model and self.args.eval_episodes > 0:
             try:
-                complete = evaluation(self.script, self.args, self.dir, device, self.writer, self.stop_requested)
+                complete = evaluation(self.script, self.args, self.dir, device, self.writer, stop)
             except Exception as error:
-                if self.record_crash(step, error, save=False) and not machine_fault(error):
+                self.crash = error
+                if self.record(step, "crashed") and not machine_fault(error):
                     raise
                 return EXIT_CRASHED
             if not complete:
-                how = f"evaluation interrupted by {self.stop_requested.signal_name}"
-                return self.record(step, "interrupted", f"{how}: --resume {self.dir} plays it again")
+                message = f"evaluation interrupted by {stop.signal_name}: --resume {self.dir} plays it again"
+                return self.record(step, "interrupted", message)
         if os.path.exists(self.checkpoint_path):
             os.remove(self.checkpoint_path)  # a finished run is not resumed: its model stays (DQN: GBs of replay go)
             write_status(self.dir, checkpoint_step=None)
         return self.record(step, "finished", f"finished at step {step:,}")
 
-    def record_crash(self, step: int, error: BaseException, save: bool = True) -> int:
-        """Saves the weights (with --save-model) and records the crash: one line for a fault of the machine, which ends
-        the run here; for a bug a line that points to the traceback Python prints next."""
-        message = f"crashed at step {step:,}: {type(error).__name__}: {error}"
-        if save and self.args.save_model:
-            try:
-                self.save_checkpoint(step, checkpoint=False)
-                message += f" (the weights are saved to {self.model_path})"
-            except (OSError, KeyboardInterrupt) as failure:
-                message += f"; and {failure}"
-        where = "" if machine_fault(error) else "; Python's traceback follows"
-        return self.record(step, "crashed", message, error, where)
-
-    def record(self, step: int, outcome: str, message: str, error=None, where: str = "") -> int:
+    def record(self, step: int, outcome: str, message: str = "") -> int:
         """Writes how the run ended to status.json and TensorBoard, says it, and returns the exit status."""
-        trace = "".join(traceback.format_exception(error)) if error is not None else None
+        trace = "".join(traceback.format_exception(self.crash)) if outcome == "crashed" else None
+        if outcome == "crashed":
+            message = f"crashed at step {step:,}: {type(self.crash).__name__}: {self.crash}"
+            message += f"; and {self.unsaved}" if self.unsaved not in (None, self.crash) else ""
         try:
             write_status(self.dir, status=outcome, step=step, message=message,
                          signal=self.stop_requested.signal_name, traceback=trace)  # fmt: skip
@@ -282,41 +258,30 @@ class Run:
             self.writer.close()
         except Exception as failure:  # its writer thread's error (a full disk), raised again here
             message += f" (TensorBoard's last events not written: {failure})"
-        crashed = outcome == "crashed"
-        say(f"error: {message} (recorded in {self.dir}/status.json){where}" if crashed else message, error=crashed)
-        say(f"run folder: {self.dir}")
+        if outcome == "crashed":
+            then = "" if machine_fault(self.crash) else "; Python's traceback follows"
+            say(f"error: {message} (recorded in {self.dir}/status.json){then}", error=True)
+        else:
+            say(f"{message}\nrun folder: {self.dir}")
         return {"finished": 0, "interrupted": EXIT_INTERRUPTED, "crashed": EXIT_CRASHED}[outcome]
 
 
 def evaluation(script: Script, args, run_dir: str, device, writer, stop) -> bool:
-    """The saved model's evaluation games, logged after those of any earlier evaluation of the run (so that TensorBoard
-    keeps them apart); status.json records their scores once all games were played (True then)."""
+    """The saved model's games, logged after earlier evaluations'; True, and recorded in status.json, when all ended."""
     scores = script.evaluate(os.path.join(run_dir, f"{args.exp_name}.pt"), args, device, stop)
     first = read_run_folder(run_dir)[1].get("evaluation_games_logged", 0)
     for index, score in enumerate(scores):
         writer.add_scalar("eval/episodic_return", score, first + index)
     say(f"evaluation: mean return {np.mean(scores or np.nan):.1f} over {len(scores)} of {args.eval_episodes} games")
-    write_status(run_dir, evaluation_games_logged=first + len(scores))
-    if len(scores) == args.eval_episodes:  # else the evaluation recorded before stays
-        write_status(run_dir, evaluation={"returns": scores, "of": args.eval_episodes})
-    return len(scores) == args.eval_episodes
-
-
-def evaluate_saved_model(script: Script, args) -> int:
-    """--resume RUN --eval-only: the evaluation of the run's saved model, nothing else; returns the exit status."""
-    import torch
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(args.resume) as writer:
-        device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-        complete = evaluation(script, args, args.resume, device, writer, StopRequest())
-    say(f"run folder: {args.resume}")
-    return 0 if complete else EXIT_INTERRUPTED
+    complete = (
+        {"evaluation": {"returns": scores, "of": args.eval_episodes}} if len(scores) == args.eval_episodes else {}
+    )
+    write_status(run_dir, evaluation_games_logged=first + len(scores), **complete)  # else the one recorded before stays
+    return bool(complete)
 
 
 def atomic_save(obj, path: str) -> None:
-    """torch.save to a temporary name, synced, then renamed: the file is whole or absent, never truncated. A failed
-    write (a full disk, a file size limit) raises OSError naming the file and the error beneath torch's."""
+    """torch.save to a temporary name, synced, renamed: whole or absent. A failed write raises OSError naming it."""
     import torch
 
     try:
@@ -330,7 +295,9 @@ def atomic_save(obj, path: str) -> None:
             os.remove(path + ".tmp")
         if not isinstance(error, Exception):
             raise
-        cause = os_error_beneath(error)  # torch's zip writer wraps the OSError
+        cause = error
+        while cause is not None and not isinstance(cause, OSError):  # torch's zip writer wraps the OSError
+            cause = cause.__cause__ or cause.__context__
         full = getattr(cause, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
         raise OSError(f"could not write {path}: {cause or error}" + (" (the disk is full?)" if full else "")) from error
 
@@ -344,8 +311,7 @@ def write_status(run_dir: str, **fields) -> None:
 
 
 def read_run_folder(run_dir: str) -> tuple[dict | None, dict]:
-    """(args.json, status.json) of a run folder, each as a dict: the one reader of both. A missing or damaged file
-    reads as None (args.json) or {} (status.json: runs from before it existed)."""
+    """(args.json, status.json) of a run folder as dicts; a missing or damaged file reads as None, respectively {}."""
     contents = []
     for name in ("args.json", "status.json"):
         try:
@@ -395,27 +361,22 @@ def check_args(args, script: Script) -> None:
                 raise ValueError(f"--{name.replace('_', '-')} {words} (got {getattr(args, name)})")
     highest_seed = 2**31 - args.num_envs - args.eval_episodes  # game i is seeded with seed + i, ale-py's below 2^31
     plain_name = args.exp_name and os.sep not in args.exp_name and args.exp_name not in (".", "..")
+    diagnosed = args.diagnostics_interval > 0
     shared = [
         (not plain_name, "--exp-name must be a plain name"),
-        (
-            not 0 <= args.seed <= highest_seed,
-            f"--seed must lie in [0, {highest_seed}] (got {args.seed}): game i is seeded with seed + i",
-        ),
-        (
-            args.diagnostics_interval > 0 and args.activation not in diagnostics.LOCAL_GRADIENTS,
-            f"--activation {args.activation}: diagnostics.py cannot measure it; add its local gradient to "
-            "diagnostics.LOCAL_GRADIENTS (docs/diagnostics.md) or set --diagnostics-interval 0",
-        ),
-        (
-            args.diagnostics_interval > 0 and args.diagnostics_samples < max(args.hidden_dim, 64),
-            f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
-            "and the convolutions' 64 channels, to measure the rank",
-        ),
+        (not 0 <= args.seed <= highest_seed,
+         f"--seed must lie in [0, {highest_seed}] (got {args.seed}): game i is seeded with seed + i"),
+        (diagnosed and args.activation not in diagnostics.LOCAL_GRADIENTS,
+         f"--activation {args.activation}: diagnostics.py cannot measure it; add its local gradient to "
+         "diagnostics.LOCAL_GRADIENTS (docs/diagnostics.md) or set --diagnostics-interval 0"),
+        (diagnosed and args.diagnostics_samples < max(args.hidden_dim, 64),
+         f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
+         "and the convolutions' 64 channels, to measure the rank"),
         (args.checkpoint_interval > 0 and not args.save_model, "--checkpoint-interval needs --save-model"),
         (args.eval_only and args.resume is None, "--eval-only needs --resume RUN_DIR, the run whose model it plays"),
         (args.eval_only and args.eval_episodes == 0, "--eval-only needs --eval-episodes of at least 1"),
         (args.track and importlib.util.find_spec("wandb") is None, "--track needs wandb (pip install wandb)"),
-    ]
+    ]  # fmt: skip
     for broken, message in shared + script.argument_rules(args):
         if broken:
             raise ValueError(message)
@@ -444,22 +405,14 @@ def resumed_args(given, given_names: set[str], script: Script):
     if status.get("script") != script.name:
         raise ValueError(f"--resume {run_dir}: a run of {status.get('script')}, not of {script.name}")
     for name in sorted(given_names - {"resume", "eval_only", "cuda", "eval_episodes"}):  # given on the command line
-        raise ValueError(
-            f"--resume continues a run with its own arguments: --{name.replace('_', '-')} cannot change "
-            "(only --cuda/--no-cuda and --eval-episodes can)"
-        )
+        raise ValueError(f"--resume continues a run with its own arguments: --{name.replace('_', '-')} cannot change "
+                         "(only --cuda/--no-cuda and --eval-episodes can)")  # fmt: skip
     args = script.Args(**{name: value for name, value in saved.items() if name in script.Args.__dataclass_fields__})
     args.resume, args.eval_only = run_dir, given.eval_only
     for name in given_names & {"cuda", "eval_episodes"}:  # given beside --resume, they replace the run's own
         setattr(args, name, getattr(given, name))
-    if status.get("status") == "running" and status.get("host") == socket.gethostname():
-        try:  # signal 0 only asks whether the process is there (PermissionError: there, but another user's)
-            os.kill(status["pid"], 0)
-            raise ValueError(f"--resume {run_dir}: the run is still running (process {status['pid']})")
-        except ProcessLookupError:  # killed without a word: it continues from its latest checkpoint
-            pass
-        except PermissionError:
-            raise ValueError(f"--resume {run_dir}: the run is still running (process {status['pid']})") from None
+    if status.get("status") == "running" and status.get("host") == socket.gethostname() and alive(status["pid"]):
+        raise ValueError(f"--resume {run_dir}: the run is still running (process {status['pid']})")
     model_path, checkpoint_path = os.path.join(run_dir, f"{args.exp_name}.pt"), os.path.join(run_dir, "checkpoint.pt")
     if args.eval_only and not os.path.exists(model_path):
         raise ValueError(f"--resume {run_dir} --eval-only: the run saved no model (it ran without --save-model)")
@@ -475,6 +428,17 @@ def resumed_args(given, given_names: set[str], script: Script):
     else:
         checked_load(checkpoint_path, "checkpoint", script)
     return args
+
+
+def alive(pid: int) -> bool:
+    """Whether the process is there (signal 0 only asks); a run killed without a word continues from its checkpoint."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there, but another user's
+        pass
+    return True
 
 
 def parse_args(script: Script, argv: list[str] | None = None):
@@ -501,5 +465,14 @@ def parse_args(script: Script, argv: list[str] | None = None):
 
 def main(script: Script, train: Callable) -> None:
     """A script's command line: train, or with --resume RUN --eval-only only evaluate; exits with the run's status."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
     args = parse_args(script)
-    sys.exit(evaluate_saved_model(script, args) if args.eval_only else train(args))
+    if not args.eval_only:
+        sys.exit(train(args))
+    with SummaryWriter(args.resume) as writer:  # the run's own status does not change
+        device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+        complete = evaluation(script, args, args.resume, device, writer, StopRequest())
+    say(f"run folder: {args.resume}")
+    sys.exit(0 if complete else EXIT_INTERRUPTED)
