@@ -423,7 +423,10 @@ def resumed_args(given, given_names: set[str], script: Script):
         raise ValueError(f"--resume {run_dir}: the run finished already (--eval-only evaluates its model again)")
     elif not os.path.exists(checkpoint_path):
         why = "it was stopped at once, before any checkpoint" if args.save_model else "checkpoints need --save-model"
-        why = "it crashed before any checkpoint: see its status.json" if status.get("status") == "crashed" else why
+        if status.get("status") == "crashed":
+            why = "it crashed before any checkpoint: see its status.json"
+        elif status.get("status") == "running":  # its process is gone: killed, or failed before its training loop
+            why = "its process ended before any checkpoint"
         raise ValueError(f"--resume {run_dir}: no checkpoint to continue from ({why})")
     else:
         checked_load(checkpoint_path, "checkpoint", script)
