@@ -78,16 +78,17 @@ class Args:
     wandb_entity: str | None = None  # the entity (team) of the wandb project
     save_model: bool = False  # save the model and a checkpoint to the run folder (at the end, or when stopped)
     eval_episodes: int = 10  # games the saved model plays after training, actions sampled from the policy
+    capture_video: bool = False  # record the evaluation games as colour videos in <run>/videos/ (pip install av)
     checkpoint_interval: int = 0  # env steps between checkpoints (with --save-model); 0: only when the run stops
     resume: str | None = None  # a run folder to continue from its checkpoint, with the run's own arguments
     eval_only: bool = False  # with --resume: only play the evaluation games of the run's saved model
 
 
-def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repeat_action_probability: float = 0.0):
-    """ale-py's C++ vector env with the references' Atari preprocessing (docs/protocol.md). Rewards come raw
-    (learning clips them to their sign), a lost life is no episode end here (EpisodeTracker sees it in
-    info["lives"]), NEXT_STEP autoreset: the step after a game ends only resets that env, and each step returns one
-    frame per env, (num_envs, 1, 84, 84), which stack_frames stacks."""
+def make_env(env_id: str, num_envs: int, max_episode_frames=108_000, repeat_action_probability=0.0, colour=False):
+    """ale-py's C++ vector env with the references' Atari preprocessing (docs/protocol.md): raw rewards (learning clips
+    them to their sign), a lost life no episode end (EpisodeTracker sees it in info["lives"]), NEXT_STEP autoreset (the
+    step after a game ends only resets that env), one frame per env and step, (num_envs, 1, 84, 84), which stack_frames
+    stacks; with colour, the screen as the emulator shows it, (num_envs, 1, 210, 160, 3), for videos."""
     from ale_py.vector_env import AtariVectorEnv
 
     return AtariVectorEnv(
@@ -95,9 +96,9 @@ def make_env(env_id: str, num_envs: int, max_episode_frames: int = 108_000, repe
         num_envs=num_envs,
         frameskip=4,
         maxpool=True,
-        img_height=84,
-        img_width=84,
-        grayscale=True,
+        img_height=210 if colour else 84,
+        img_width=160 if colour else 84,
+        grayscale=not colour,
         stack_num=1,
         noop_max=30,
         use_fire_reset=True,
@@ -119,7 +120,6 @@ def find_fire_action(envs) -> int | None:
 
 class EpisodeTracker:
     """Per-env bookkeeping of ale-py's vector env: raw full-game scores, lost lives, and the steps not the agent's.
-
     A game's score adds up over all its lives; a lost life is terminal for learning only. Two kinds of env step are
     not the agent's: the reset step after a game ends (NEXT_STEP autoreset ignores its action) and, given the game's
     fire_action, the forced FIRE after a lost life that serves the next ball (the loop sends with_forced_fire).
@@ -440,14 +440,18 @@ def train(args: Args) -> int:
     return run.finish(global_step, training_over=global_step >= args.num_iterations * args.batch_size, device=device)
 
 
-def evaluate(model_path: str, args: Args, device: torch.device, stop) -> list[float]:
+def evaluate(model_path: str, args: Args, device: torch.device, stop, videos=None) -> list[float]:
     """The saved model plays one full game in each of eval_episodes envs (so that short games are not favoured),
-    actions sampled from the policy; returns the scores, and a signal stops it early."""
-    envs = make_env(args.env_id, args.eval_episodes, args.max_episode_frames, args.repeat_action_probability)
+    actions sampled from the policy; returns the scores, and a signal stops it early.
+    With videos (--capture-video) the same games are played in colour beside the agent's, and recorded."""
+    settings = (args.env_id, args.eval_episodes, args.max_episode_frames, args.repeat_action_probability)
+    envs = make_env(*settings)
     fire_action = find_fire_action(envs) if args.fire_on_life_loss else None
     agent = Agent(envs.single_action_space.n, args.activation, args.hadamard, args.hidden_dim).to(device)
     agent.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
     frames, info = envs.reset(seed=args.seed + args.num_envs)  # games the training envs did not start from
+    if videos:  # the colour screens of the same games: the same seed, then the same actions
+        videos.play_along(make_env(*settings, colour=True), seed=args.seed + args.num_envs)
     obs = np.repeat(frames, 4, axis=1)  # a game starts from four copies of its first frame
     tracker, scores = EpisodeTracker(args.eval_episodes, info["lives"], fire_action), {}
     run_management.say(f"evaluation: {args.eval_episodes} games")
@@ -456,13 +460,17 @@ def evaluate(model_path: str, args: Args, device: torch.device, stop) -> list[fl
             with torch.no_grad():
                 actions, _, _, _ = agent.get_action_and_value(torch.as_tensor(obs, device=device))
             actions = actions.cpu().numpy()
-            frames, rewards, terminations, truncations, info = envs.step(tracker.with_forced_fire(actions))
+            actions = tracker.with_forced_fire(actions)
+            frames, rewards, terminations, truncations, info = envs.step(actions)
+            if videos:
+                videos.step(actions, info)
             is_transition, _, finished = tracker.step(rewards, terminations, truncations, info["lives"])
             obs = stack_frames(obs, frames, ~is_transition)
             for env, score, _ in finished:
                 if env not in scores:  # only each env's first game counts
                     scores[env] = score
-                    run_management.say(f"evaluation: game {len(scores)}/{args.eval_episodes} returned {score:.1f}")
+                    said = f"evaluation: game {len(scores)}/{args.eval_episodes} returned {score:.1f}"
+                    run_management.say(said + (f": video {videos.save(env, len(scores))}" if videos else ""))
     except KeyboardInterrupt:  # a second signal
         pass
     envs.close()

@@ -12,6 +12,7 @@ device, stop) -> the scores of eval_episodes games (stop turns true at a signal)
 import difflib
 import errno
 import importlib.util
+import io
 import json
 import math
 import os
@@ -228,7 +229,7 @@ class Run:
             return self.record(step, "interrupted", f"{how} at step {step:,}: {then}")
         if self.args.save_model and self.args.eval_episodes > 0:
             try:
-                complete = evaluation(self.script, self.args, self.dir, device, self.writer, stop)
+                complete = evaluation(self.script, self.args, self.dir, device, self.writer, stop, step)
             except Exception as error:
                 self.crash = error
                 if self.record(step, "crashed") and not machine_fault(error):
@@ -266,10 +267,15 @@ class Run:
         return {"finished": 0, "interrupted": EXIT_INTERRUPTED, "crashed": EXIT_CRASHED}[outcome]
 
 
-def evaluation(script: Script, args, run_dir: str, device, writer, stop) -> bool:
+def evaluation(script: Script, args, run_dir: str, device, writer, stop, model_step: int) -> bool:
     """The saved model's games, logged after earlier evaluations'; True, and recorded in status.json, when all ended."""
-    scores = script.evaluate(os.path.join(run_dir, f"{args.exp_name}.pt"), args, device, stop)
     first = read_run_folder(run_dir)[1].get("evaluation_games_logged", 0)
+    videos = GameVideos(run_dir, model_step, first, args.track) if args.capture_video else None
+    try:
+        scores = script.evaluate(os.path.join(run_dir, f"{args.exp_name}.pt"), args, device, stop, videos)
+    finally:
+        if videos is not None:
+            videos.close()
     for index, score in enumerate(scores):
         writer.add_scalar("eval/episodic_return", score, first + index)
     say(f"evaluation: mean return {np.mean(scores or np.nan):.1f} over {len(scores)} of {args.eval_episodes} games")
@@ -280,13 +286,70 @@ def evaluation(script: Script, args, run_dir: str, device, writer, stop) -> bool
     return bool(complete)
 
 
+class GameVideos:
+    """--capture-video: each evaluation game in colour, videos/step_<model step>_game_<i>.mp4 in the run folder (i counts
+    the run's evaluation games, as TensorBoard's x does, from 1), one frame per agent step (4 emulator frames,
+    max-pooled) at 15 a second: the game's real speed. The script's colour env plays beside the agent's with the same
+    seed and actions; each video is written whole when its game ends."""
+
+    def __init__(self, run_dir: str, model_step: int, games_before: int, track: bool):
+        import av  # PyAV: FFmpeg's encoders come in its wheel
+
+        self.av, self.folder, self.model_step, self.track = av, os.path.join(run_dir, "videos"), model_step, track
+        self.games_before = games_before  # played by the run's earlier evaluations
+        self.screens, self.encoders = None, {}  # env -> (buffer, container, stream); None once its game is saved
+
+    def play_along(self, screens, seed: int) -> None:
+        """Starts the colour env's games with the agent's seed."""
+        self.screens = screens
+        self.add(screens.reset(seed=seed)[0])
+
+    def step(self, actions, info: dict) -> None:
+        """Plays the agent's actions in the colour games, which must stay at the agent's frames."""
+        frames, _, _, _, screen_info = self.screens.step(actions)
+        if not np.array_equal(screen_info["episode_frame_number"], info["episode_frame_number"]):
+            raise RuntimeError("the colour games of --capture-video left the agent's games")
+        self.add(frames)
+
+    def add(self, frames: np.ndarray) -> None:
+        for env, frame in enumerate(frames[:, -1]):  # (num_envs, 1, 210, 160, 3)
+            if env not in self.encoders:
+                buffer = io.BytesIO()
+                container = self.av.open(buffer, "w", format="mp4")
+                stream = container.add_stream("libx264", rate=15)  # 60 emulator frames a second, 4 per step
+                stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], "yuv420p"
+                self.encoders[env] = buffer, container, stream
+            if self.encoders[env] is not None:
+                buffer, container, stream = self.encoders[env]
+                container.mux(stream.encode(self.av.VideoFrame.from_ndarray(frame, format="rgb24")))
+
+    def save(self, env: int, game: int) -> str:
+        """Ends the video of env's game (only its first is recorded), writes it whole, and returns its path."""
+        buffer, container, stream = self.encoders[env]
+        self.encoders[env] = None
+        container.mux(stream.encode())  # the frames the encoder still holds
+        container.close()
+        os.makedirs(self.folder, exist_ok=True)
+        path = os.path.join(self.folder, f"step_{self.model_step}_game_{self.games_before + game}.mp4")
+        atomic_save(buffer.getvalue(), path)
+        if self.track:
+            wandb = importlib.import_module("wandb")
+            wandb.log({f"videos/game_{self.games_before + game}": wandb.Video(path, format="mp4")})
+        return path
+
+    def close(self) -> None:
+        if self.screens is not None:
+            self.screens.close()
+
+
 def atomic_save(obj, path: str) -> None:
-    """torch.save to a temporary name, synced, renamed: whole or absent. A failed write raises OSError naming it."""
+    """torch.save (or bytes written) to a temporary name, synced, renamed: whole or absent. A failed write raises
+    OSError naming the file."""
     import torch
 
     try:
         with open(path + ".tmp", "wb") as f:
-            torch.save(obj, f)
+            f.write(obj) if isinstance(obj, bytes) else torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(path + ".tmp", path)
@@ -376,6 +439,9 @@ def check_args(args, script: Script) -> None:
         (args.eval_only and args.resume is None, "--eval-only needs --resume RUN_DIR, the run whose model it plays"),
         (args.eval_only and args.eval_episodes == 0, "--eval-only needs --eval-episodes of at least 1"),
         (args.track and importlib.util.find_spec("wandb") is None, "--track needs wandb (pip install wandb)"),
+        (args.capture_video and importlib.util.find_spec("av") is None, "--capture-video needs PyAV (pip install av)"),
+        (args.capture_video and (args.eval_episodes == 0 or not (args.save_model or args.eval_only)),
+         "--capture-video records the evaluation games: it needs --save-model and --eval-episodes of at least 1"),
     ]  # fmt: skip
     for broken, message in shared + script.argument_rules(args):
         if broken:
@@ -396,6 +462,9 @@ def checked_load(path: str, what: str, script: Script, layers: set | None = None
     return saved
 
 
+CHANGEABLE = {"cuda", "eval_episodes", "capture_video"}  # the arguments a resumed run takes from its command line
+
+
 def resumed_args(given, given_names: set[str], script: Script):
     """The arguments of the run that --resume names (its args.json), once it is clear that it can be continued."""
     run_dir = given.resume
@@ -404,12 +473,12 @@ def resumed_args(given, given_names: set[str], script: Script):
         raise ValueError(f"--resume {run_dir}: not a run folder (no readable args.json and status.json)")
     if status.get("script") != script.name:
         raise ValueError(f"--resume {run_dir}: a run of {status.get('script')}, not of {script.name}")
-    for name in sorted(given_names - {"resume", "eval_only", "cuda", "eval_episodes"}):  # given on the command line
+    for name in sorted(given_names - {"resume", "eval_only", *CHANGEABLE}):  # given on the command line
         raise ValueError(f"--resume continues a run with its own arguments: --{name.replace('_', '-')} cannot change "
-                         "(only --cuda/--no-cuda and --eval-episodes can)")  # fmt: skip
+                         "(only --cuda/--no-cuda, --eval-episodes and --capture-video can)")  # fmt: skip
     args = script.Args(**{name: value for name, value in saved.items() if name in script.Args.__dataclass_fields__})
     args.resume, args.eval_only = run_dir, given.eval_only
-    for name in given_names & {"cuda", "eval_episodes"}:  # given beside --resume, they replace the run's own
+    for name in given_names & CHANGEABLE:  # given beside --resume, they replace the run's own
         setattr(args, name, getattr(given, name))
     if status.get("status") == "running" and status.get("host") == socket.gethostname() and alive(status["pid"]):
         raise ValueError(f"--resume {run_dir}: the run is still running (process {status['pid']})")
@@ -476,6 +545,13 @@ def main(script: Script, train: Callable) -> None:
         sys.exit(train(args))
     with SummaryWriter(args.resume) as writer:  # the run's own status does not change
         device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
-        complete = evaluation(script, args, args.resume, device, writer, StopRequest())
+        step = read_run_folder(args.resume)[1].get("step", 0)  # where the run stopped, with its model saved
+        try:
+            complete = evaluation(script, args, args.resume, device, writer, StopRequest(), step)
+        except OSError as error:
+            if not machine_fault(error):
+                raise
+            say(f"error: {error}", error=True)
+            sys.exit(EXIT_CRASHED)
     say(f"run folder: {args.resume}")
     sys.exit(0 if complete else EXIT_INTERRUPTED)

@@ -126,12 +126,14 @@ def test_each_evaluation_logs_its_games_after_the_ones_before(tmp_path, signals_
     """--eval-only after the evaluation at the end of training: TensorBoard keeps the two apart."""
     from torch.utils.tensorboard import SummaryWriter
 
-    script = pqn.SCRIPT._replace(evaluate=lambda model_path, args, device, stop: [1.0, 2.0][: args.eval_episodes])
+    script = pqn.SCRIPT._replace(
+        evaluate=lambda model_path, args, device, stop, videos: [1.0, 2.0][: args.eval_episodes]
+    )
     run_management.write_status(str(tmp_path), status="finished")
     for games in (2, 1):
         with SummaryWriter(str(tmp_path)) as writer:
             args = pqn.Args(eval_episodes=games)
-            assert run_management.evaluation(script, args, str(tmp_path), "cpu", writer, stop=False)
+            assert run_management.evaluation(script, args, str(tmp_path), "cpu", writer, False, model_step=64)
     scalars, _ = read_scalars(tmp_path)
     assert [step for step, _ in scalars["eval/episodic_return"]] == [0, 1, 2]
     assert status(tmp_path)["evaluation"] == {"returns": [1.0], "of": 1}
