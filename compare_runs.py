@@ -504,8 +504,9 @@ def tables(comparison: Comparison, last_episodes: int, max_diagnostic_rows: int 
 
 
 def write_csv(comparison: Comparison, path: str) -> None:
-    """Every number, one per row: each run's scores and the step it reached, the per-game estimates, the diagnostics,
-    the aggregates. The last-steps score, when the comparison has one, is the metric score_last_<N>_steps."""
+    """Every number, one per row: each run's scores and the step it reached, the per-game estimates, the learning curve
+    as the figures draw it (metric episodic_return: the mean over seeds at the end of each window, with its 95% CI),
+    the diagnostics, the aggregates. The last-steps score, when the comparison has one, is score_last_<N>_steps."""
     differing = differing_settings(comparison.labels)
     recent = f"score_last_{comparison.last_steps}_steps"
 
@@ -529,6 +530,12 @@ def write_csv(comparison: Comparison, path: str) -> None:
                 scores.append((recent, int(np.sum(~np.isnan(g.last_steps_scores))), g.last_steps_score))
             for metric, count, estimate in scores:
                 out.writerow(["score", *variant(g.game, g.variant), metric, "", count, *estimate, "", "", ""])
+            for step, curve in zip(g.grid, g.curves.T) if g.scored else ():  # the figures' bootstrap: 10,000, seed 0
+                defined = curve[~np.isnan(curve)]
+                estimate = mean_ci(defined, 10_000, 0)
+                out.writerow(
+                    ["curve", *variant(g.game, g.variant), "episodic_return", step, len(defined), *estimate, "", "", ""]
+                )
             for metric, estimates in g.diagnostics.items():
                 for step, count, estimate in zip(g.steps, g.counts, estimates):
                     out.writerow(
@@ -573,6 +580,7 @@ def plot(comparison: Comparison, folder: str, reps: int, seed: int) -> list[str]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     os.makedirs(folder, exist_ok=True)
     styles, written = _styles(comparison.labels), []
@@ -588,6 +596,7 @@ def plot(comparison: Comparison, folder: str, reps: int, seed: int) -> list[str]
                 drawn += [mean, low, high]
             ax.set(title=f"{game}: episodic return ({_what([len(g.scored) for g in groups])})", ylabel="return")
             ax.set_xlabel("agent steps")
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 100k, 1M
             _y_limits(ax, drawn)
             ax.grid(alpha=0.3)
             fig.legend(loc="outside lower center", fontsize=8, frameon=False)
@@ -605,6 +614,7 @@ def plot(comparison: Comparison, folder: str, reps: int, seed: int) -> list[str]
                     ax.fill_between(g.steps, low, high, color=styles[g.variant]["color"], alpha=0.2)
                     drawn += [mean, low, high]
                 ax.set(title=metric.replace("_", " "), xlabel="agent steps" if metric in DIAGNOSTIC_METRICS[2:] else "")
+                ax.xaxis.set_major_formatter(EngFormatter(sep=""))
                 _y_limits(ax, drawn, DIAGNOSTIC_FLOORS[metric])
                 ax.grid(alpha=0.3)
             entries = {}  # one per variant, from whichever plot has it

@@ -1,15 +1,16 @@
 """The grid behind docs/results.md: PQN's four representations on one game over seeds, then compare_runs' report.
 
-    python benchmarks/pqn_representations.py GRID --jobs 2          # runs what the grid lacks, then reports
-    python benchmarks/pqn_representations.py GRID --report-only     # the report again, from GRID's runs alone
+    python benchmarks/pqn_representations.py GRID --jobs 2 --out docs/results   # runs what GRID lacks, then reports
+    python benchmarks/pqn_representations.py GRID --report-only                # the report again, into GRID
 
 The runs are ordinary runs of pqn_atari_hadamard.py, written to GRID/runs/ (one per representation and seed, their
 experiment names below), with diagnostics every --diagnostics-interval steps and the activations saved. The runner
 adds nothing of its own: it writes the commands, one per line, to GRID/commands.txt and hands them to `xargs -P`
 (docs/reproducing.md's sweep recipe). Run again on the same GRID, it keeps the finished runs, continues the stopped
 ones from their checkpoints with --resume (interrupted, or killed while "running"), and refuses a run it cannot
-continue (crashed, or stopped without a checkpoint), naming its folder. The report is compare_runs.py's, written to
-GRID: tables.md (its tables), results.csv (every number) and figures/ (PNG).
+continue (crashed, or stopped without a checkpoint), naming its folder. The report is compare_runs.py's, with each
+run's final score over its last --last-steps steps, written to --out (GRID by default): tables.md (its tables),
+results.csv (every number) and figures/ (PNG).
 """
 
 import argparse
@@ -73,9 +74,10 @@ def plan(grid: str, seeds, total_timesteps: int, diagnostics_interval: int, env_
     return commands
 
 
-def report(grid: str) -> int:
-    """compare_runs.py over the grid's runs, with its defaults: GRID/tables.md, results.csv and figures/. Run folders
-    are named relative to GRID, so that the report of the same runs reads the same wherever GRID lies."""
+def report(grid: str, out: str, last_steps: int) -> int:
+    """compare_runs.py over the grid's runs, with its defaults and the score of each run's last `last_steps` steps:
+    OUT/tables.md, results.csv and figures/. Run folders are named relative to GRID, so that the report of the same
+    runs reads the same wherever GRID lies."""
     runs = []
     for folder in compare_runs.find_run_folders([os.path.join(grid, "runs")]):
         try:
@@ -87,13 +89,14 @@ def report(grid: str) -> int:
     if not runs:
         print(f"error: no runs in {grid}/runs to report", file=sys.stderr)
         return 1
-    comparison = compare_runs.compare(runs)
-    with open(os.path.join(grid, "tables.md"), "w") as f:
+    comparison = compare_runs.compare(runs, last_steps=last_steps)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "tables.md"), "w") as f:
         f.write(compare_runs.tables(comparison, last_episodes=100))
         f.write("".join(f"\nNote: {note}\n" for note in comparison.notes))
-    compare_runs.write_csv(comparison, os.path.join(grid, "results.csv"))
-    figures = compare_runs.plot(comparison, os.path.join(grid, "figures"), reps=10_000, seed=0)
-    print(f"wrote {grid}/tables.md, {grid}/results.csv and {len(figures)} figures in {grid}/figures/")
+    compare_runs.write_csv(comparison, os.path.join(out, "results.csv"))
+    figures = compare_runs.plot(comparison, os.path.join(out, "figures"), reps=10_000, seed=0)
+    print(f"wrote {out}/tables.md, {out}/results.csv and {len(figures)} figures in {out}/figures/")
     return 0
 
 
@@ -106,14 +109,16 @@ def main(argv=None) -> int:
     parser.add_argument("--total-timesteps", type=int, default=400_000, help="steps per run (400,000)")
     parser.add_argument("--diagnostics-interval", type=int, default=100_000, help="steps between captures (100,000)")
     parser.add_argument("--report-only", action="store_true", help="only write the report, from the runs there")
+    parser.add_argument("--out", help="the report's folder (GRID; docs/results for the results page)")
+    parser.add_argument("--last-steps", type=int, default=100_000, help="each run's final score: its last N steps")
     parser.add_argument(
         "--script-args",
         default="",
         help="more flags for every new run, after the grid's (they win), e.g. smaller sizes for a try",
     )
     args = parser.parse_args(argv)
-    if args.jobs < 1 or args.total_timesteps < 1 or args.diagnostics_interval < 1:
-        parser.error("--jobs, --total-timesteps and --diagnostics-interval must be positive")
+    if min(args.jobs, args.total_timesteps, args.diagnostics_interval, args.last_steps) < 1:
+        parser.error("--jobs, --total-timesteps, --diagnostics-interval and --last-steps must be positive")
     if len(set(args.seeds)) != len(args.seeds):
         parser.error("--seeds must not repeat a seed")
 
@@ -132,7 +137,7 @@ def main(argv=None) -> int:
             if done.returncode != 0:  # xargs: 123 when a run exited non-zero
                 print("error: a run did not finish; run the same command again to continue it", file=sys.stderr)
                 return 1
-    return report(args.grid)
+    return report(args.grid, args.out or args.grid, args.last_steps)
 
 
 if __name__ == "__main__":
