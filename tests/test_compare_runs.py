@@ -506,3 +506,15 @@ def test_the_score_over_the_last_steps(sweep, tmp_path, capsys):
     assert (
         "runs/breakout_a_1: no game ended in the last 100 steps up to step 1,000; left out of that score" in out.notes
     )
+
+
+def test_the_csv_holds_the_learning_curves_the_figures_draw(sweep, tmp_path, capsys):
+    """Breakout's hr runs: ten games each at steps 100, ..., 1,000 with returns 1..10 and 2..20; with 10 windows of
+    the 1,000 steps each window holds one game, so the curve is the mean of the two seeds' games: 1.5 i."""
+    out_csv = tmp_path / "results.csv"
+    comparison = cr.compare([cr.read_run(str(f)) for f in sorted(sweep.glob("Breakout-v5__hr__[12]_*"))], points=10)
+    cr.write_csv(comparison, str(out_csv))
+    curve = [r for r in _read_csv(out_csv) if r["table"] == "curve"]
+    assert [float(r["step"]) for r in curve] == [100.0 * i for i in range(1, 11)]
+    assert [float(r["mean"]) for r in curve] == pytest.approx([1.5 * i for i in range(1, 11)])
+    assert all(r["seeds"] == "2" and float(r["ci_low"]) <= float(r["mean"]) <= float(r["ci_high"]) for r in curve)
