@@ -218,7 +218,7 @@ def test_linear_schedule():
 TINY = (
     "--total-timesteps 400 --learning-starts 100 --buffer-size 1000 --batch-size 8 --hidden-dim 32 "
     "--diagnostics-samples 64 --diagnostics-interval 200 --save-activations --save-model --eval-episodes 1 "
-    "--max-episode-frames 400 --target-network-frequency 100 --seed 7"
+    "--max-episode-frames 400 --target-network-frequency 100 --seed 7 --capture-video"  # its video: test_videos.py
 ).split()
 
 
@@ -253,6 +253,7 @@ def test_tiny_run_logs_everything(two_tiny_runs):
         assert scalars.get(tag), f"{tag} missing"
     assert [step for step, _ in scalars["losses/td_loss"]] == [200, 300, 400]  # training ran from step 101
     assert len(scalars["eval/episodic_return"]) == 1
+    assert os.listdir(os.path.join(run_dir, "videos")) == ["step_400_game_1.mp4"]
     for layer in ("conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "representation"):
         for metric in ("dead_fraction", "dormant_fraction", "srank", "effective_rank"):
             assert [s for s, _ in scalars[f"diagnostics/{metric}/{layer}"]] == [200, 400]
@@ -326,7 +327,7 @@ def test_a_gradient_step_every_train_frequency_env_steps_after_learning_starts(t
     site = tmp_path / "count"
     site.mkdir()
     (site / "sitecustomize.py").write_text(COUNT_GRADIENT_STEPS)
-    args = [*TINY, "--diagnostics-interval", "0", "--eval-episodes", "0", "--train-frequency", "4"]
+    args = [*TINY[:-1], "--diagnostics-interval", "0", "--eval-episodes", "0", "--train-frequency", "4"]  # no video
     result = script_runs.run_script(SCRIPT, tmp_path, args, paths=[site])
     assert result.returncode == 0, result.stderr[-2000:]
     assert int((site / "steps.txt").read_text()) == len(range(104, 401, 4)) == 75

@@ -37,6 +37,7 @@ TINY_ARGS = [
 ]
 # diagnostics every 100 steps of rollouts of 64: the rollouts that pass a multiple of 100 capture, at 128 and 256
 SMOKE_ARGS = TINY_ARGS + ["--save-activations", "--save-model", "--eval-episodes", "1", "--diagnostics-interval", "100"]
+SMOKE_ARGS += ["--capture-video"]  # its video: tests/test_videos.py
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -286,6 +287,7 @@ def test_smoke_run_writes_tags_activations_and_checkpoint(smoke_runs):
     # 2 envs x 32 steps of a near-uniform policy over Breakout's 4 actions
     assert abs(scalars["losses/entropy"][0][1] - np.log(4)) < 0.01
     assert len(scalars["eval/episodic_return"]) == 1
+    assert os.listdir(os.path.join(run_dir, "videos")) == ["step_256_game_1.mp4"]
     files = sorted(os.listdir(os.path.join(run_dir, "activations")))
     assert files == ["step_128.npz", "step_256.npz"]
     with np.load(os.path.join(run_dir, "activations", "step_128.npz")) as saved:

@@ -277,7 +277,7 @@ SMOKE = [
     "--env-id", "Pong-v5",  # an untrained agent's Pong game is short, so the evaluation is quick
     "--num-envs", "4", "--num-steps", "16", "--num-minibatches", "4", "--total-timesteps", "256",
     "--hidden-dim", "32", "--diagnostics-samples", "64", "--diagnostics-interval", "64",
-    "--save-activations", "--save-model", "--eval-episodes", "1",
+    "--save-activations", "--save-model", "--eval-episodes", "1", "--capture-video",  # its video: tests/test_videos.py
 ]  # fmt: skip
 
 
@@ -308,6 +308,7 @@ def test_smoke_run_writes_tags_activations_and_checkpoint(two_runs):
     for tag in ("losses/td_loss", "losses/q_values", "charts/epsilon", "charts/SPS", "charts/learning_rate"):
         assert [step for step, _ in tags[tag]] == [64, 128, 192, 256], tag
     assert len(tags["eval/episodic_return"]) == 1
+    assert os.listdir(run_dir / "videos") == ["step_256_game_1.mp4"]
     for layer in ("conv1", "conv2", "conv3", "hadamard_a", "hadamard_b", "representation"):
         for metric in ("dead_fraction", "dormant_fraction", "srank", "effective_rank"):
             assert f"diagnostics/{metric}/{layer}" in tags
