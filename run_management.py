@@ -5,8 +5,9 @@ env-id lookup, and the one reader of a run folder. torch is imported where it is
 
 A script hands over what is its own in Script(__file__, Args, Network, evaluate, ARGUMENT_RANGES, argument_rules): its
 tyro dataclass; its network, built as Network(num_actions, activation, hadamard, hidden_dim); evaluate(model_path, args,
-device, stop) -> the scores of eval_episodes games (stop turns true at a signal); {"must be positive": (field names),
-...} and argument_rules(args) -> [(broken, message)]. Its train uses a Run (see the class).
+device, stop, videos) -> the scores of eval_episodes games (stop turns true at a signal; videos: a GameVideos, or None
+without --capture-video); {"must be positive": (field names), ...} and argument_rules(args) -> [(broken, message)].
+Its train uses a Run (see the class).
 """
 
 import difflib
