@@ -128,6 +128,24 @@ def effective_rank(s: np.ndarray) -> float:
 
 
 # ---- Whole networks: capture, compute, log, save, load ----
+def argument_rules(args) -> list[tuple[bool, str]]:
+    """The diagnostics' rules for a script's arguments, (broken, message) pairs that each script's own rules include:
+    an activation this module can measure, and probe states enough to measure the rank of every layer."""
+    on = args.diagnostics_interval > 0
+    return [
+        (
+            on and args.activation not in LOCAL_GRADIENTS,
+            f"--activation {args.activation}: diagnostics.py cannot measure it; add its local gradient to "
+            "diagnostics.LOCAL_GRADIENTS (docs/diagnostics.md) or set --diagnostics-interval 0",
+        ),
+        (
+            on and args.diagnostics_samples < max(args.hidden_dim, 64),
+            f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
+            "and the convolutions' 64 channels, to measure the rank",
+        ),
+    ]
+
+
 def capture_activations(
     network: torch.nn.Module, probe_obs: torch.Tensor, chunk_size: int = 1024
 ) -> dict[str, np.ndarray]:

@@ -511,7 +511,7 @@ ARGUMENT_RANGES = {
 def argument_rules(args: Args) -> list[tuple[bool, str]]:
     memory_needed = args.buffer_size * (84 * 84 + 8)  # a frame and 8 bytes of bookkeeping per slot
     memory_here = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return [
+    return diagnostics.argument_rules(args) + [  # the diagnostics' rules, then this algorithm's
         (args.num_envs != 1, f"--num-envs must be 1: this DQN plays one game at a time (got {args.num_envs})"),
         (args.learning_starts < 1, "--learning-starts must be at least 1: learning samples transitions already stored"),
         (

@@ -488,7 +488,7 @@ ARGUMENT_RANGES = {
 def argument_rules(args: Args) -> list[tuple[bool, str]]:
     batch = args.num_envs * args.num_steps
     rollout = f"--num-envs * --num-steps ({args.num_envs} * {args.num_steps} = {batch})"
-    return [
+    return diagnostics.argument_rules(args) + [  # the diagnostics' rules, then this algorithm's
         (batch % args.num_minibatches != 0, f"--num-minibatches ({args.num_minibatches}) must divide {rollout}"),
         (batch // args.num_minibatches < 2, "minibatches need at least 2 samples (advantages are normalised in each)"),
         (

@@ -416,8 +416,6 @@ SHARED_RANGES = {
 
 def check_args(args, script: Script) -> None:
     """Raises ValueError with a one-line reason at the first argument out of its range or against a rule."""
-    import diagnostics
-
     atari_game(args.env_id)
     for words, names in [*SHARED_RANGES.items(), *script.argument_ranges.items()]:
         for name in names:  # None: an optional argument not given
@@ -425,17 +423,10 @@ def check_args(args, script: Script) -> None:
                 raise ValueError(f"--{name.replace('_', '-')} {words} (got {getattr(args, name)})")
     highest_seed = 2**31 - args.num_envs - args.eval_episodes  # game i is seeded with seed + i, ale-py's below 2^31
     plain_name = args.exp_name and os.sep not in args.exp_name and args.exp_name not in (".", "..")
-    diagnosed = args.diagnostics_interval > 0
     shared = [
         (not plain_name, "--exp-name must be a plain name"),
         (not 0 <= args.seed <= highest_seed,
          f"--seed must lie in [0, {highest_seed}] (got {args.seed}): game i is seeded with seed + i"),
-        (diagnosed and args.activation not in diagnostics.LOCAL_GRADIENTS,
-         f"--activation {args.activation}: diagnostics.py cannot measure it; add its local gradient to "
-         "diagnostics.LOCAL_GRADIENTS (docs/diagnostics.md) or set --diagnostics-interval 0"),
-        (diagnosed and args.diagnostics_samples < max(args.hidden_dim, 64),
-         f"--diagnostics-samples ({args.diagnostics_samples}) must be at least --hidden-dim ({args.hidden_dim}) "
-         "and the convolutions' 64 channels, to measure the rank"),
         (args.checkpoint_interval > 0 and not args.save_model, "--checkpoint-interval needs --save-model"),
         (args.eval_only and args.resume is None, "--eval-only needs --resume RUN_DIR, the run whose model it plays"),
         (args.eval_only and args.eval_episodes == 0, "--eval-only needs --eval-episodes of at least 1"),
