@@ -108,8 +108,7 @@ def folders_of(runs_dir: str, exp_name: str, seed: int) -> list[tuple[str, dict 
     return found
 
 
-def say(message: str) -> None:
-    print(message, flush=True)  # the task's log: Slurm's output file, read while the task runs
+say = run_management.say  # one line, flushed: a task's log is Slurm's output file, read while the task runs
 
 
 def run_task(args) -> int:
