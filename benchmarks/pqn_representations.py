@@ -195,7 +195,7 @@ def requeue(exp_name: str, seed: int, folder: str) -> int:
     return 0
 
 
-def submit(args, tasks: list[int], commands_file: str) -> int:
+def submit(args, tasks: list[int]) -> int:
     """The grid as a Slurm job array (task I: `--task I`, run number I) and its report as a job after it."""
     if shutil.which("sbatch") is None:
         print("error: --slurm needs Slurm's sbatch on the PATH", file=sys.stderr)
@@ -313,7 +313,7 @@ def main(argv=None) -> int:
             tasks = grid_tasks(args.seeds, args.variants)
             to_go = [i for i, key in enumerate(tasks) if runs.get(key, (None, {}))[1].get("status") != "finished"]
             print(f"{len(commands)} runs to go, as a Slurm job array (commands in {commands_file})")
-            return submit(args, to_go, commands_file)
+            return submit(args, to_go)
         print(f"{len(commands)} runs to go, {args.jobs} at a time (commands in {args.grid}/commands.txt)")
         if commands:
             env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))  # one thread per run
