@@ -1,7 +1,9 @@
 """The throughput benchmark at its smallest setting: the table's shape, not its numbers."""
 
+import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -9,9 +11,10 @@ import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARK = os.path.join(REPO_ROOT, "benchmarks", "throughput.py")
+GRID_RUNNER = os.path.join(REPO_ROOT, "benchmarks", "representation_grid.py")
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
-import pqn_representations as grid_runner  # noqa: E402
+import representation_grid as grid_runner  # noqa: E402
 from bandit_env import BANDIT_ENV  # noqa: E402
 from faults import fault_folder  # noqa: E402
 
@@ -97,40 +100,56 @@ def test_score_windows_averages_the_games_that_ended_in_each_window(tmp_path):
     assert short.returncode != 0 and "not 500 steps" in short.stderr
 
 
-def test_the_results_grid_runs_reports_and_reports_again_the_same(tmp_path):
+TINY_GRID = ["--seeds", "1", "--total-timesteps", "64", "--diagnostics-interval", "64", "--script-args"]
+TINY_GRID += [
+    "--num-envs 8 --num-steps 8 --num-minibatches 2 --hidden-dim 64 --diagnostics-samples 64 --max-episode-frames 32"
+]
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "pqn"])
+def test_the_results_grid_runs_publishes_reports_and_rebuilds_from_the_published_runs(tmp_path, algorithm):
     """The results page's command on a tiny grid (4 representations, 1 seed, 1 rollout of the bandit env in place of
-    Breakout, smaller layers): runs, report, a second call that has nothing to run, and --report-only writing the very
-    same tables and numbers."""
+    Breakout, smaller layers): runs, each published as it finishes, the report; a second call that has nothing to
+    run; and --report-only from the published records alone (the run folders gone) writing the same tables and CSV."""
     grid = tmp_path / "grid"
-    script = os.path.join(REPO_ROOT, "benchmarks", "pqn_representations.py")
-    tiny = ["--seeds", "1", "--total-timesteps", "64", "--diagnostics-interval", "64", "--script-args"]
-    tiny += [
-        "--num-envs 8 --num-steps 8 --num-minibatches 2 --hidden-dim 64 --diagnostics-samples 64 --max-episode-frames 32"
-    ]
     site = fault_folder(tmp_path, BANDIT_ENV, "bandit")  # games of 8 steps
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(site))
-    first = subprocess.run([sys.executable, script, str(grid), *tiny], capture_output=True, text=True, env=env)
+    command = [sys.executable, GRID_RUNNER, algorithm, str(grid), *TINY_GRID]
+    first = subprocess.run(command, capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "4 runs to go" in first.stdout
     runs = sorted(os.listdir(grid / "runs"))
-    assert sorted(name.split("__")[1] for name in runs) == sorted(grid_runner.VARIANTS)
-    for name in runs:  # the capture at step 64 saved in every run
+    representations = sorted(f"{algorithm}_{name}" for name in grid_runner.REPRESENTATIONS)
+    assert sorted(name.split("__")[1] for name in runs) == representations
+    for name in runs:  # the capture at step 64 saved in every run, and the run published as it finished
         assert os.listdir(grid / "runs" / name / "activations") == ["step_64.npz"]
+        assert f"published as {grid / 'published' / name}.json" in first.stdout
+    assert sorted(os.listdir(grid / "published")) == [f"{name}.json" for name in runs]
     tables = (grid / "tables.md").read_text()
-    for label in ("pqn_tanh_hadamard (pqn, tanh+hadamard, 64)", "pqn_relu (pqn, relu, 64)", "effective rank"):
-        assert label in tables
+    for network in ("tanh+hadamard, 64", "relu, 64"):
+        assert f"({algorithm}, {network})" in tables
+    assert "effective rank" in tables
     numbers = (grid / "results.csv").read_text()
     assert sorted(os.listdir(grid / "figures")) == ["breakout_diagnostics.png", "breakout_returns.png"]
 
-    again = subprocess.run([sys.executable, script, str(grid), *tiny], capture_output=True, text=True, env=env)
+    again = subprocess.run(command, capture_output=True, text=True, env=env)
     assert again.returncode == 0 and "0 runs to go" in again.stdout, again.stdout + again.stderr
+    assert len(os.listdir(grid / "runs")) == 4
+    shutil.rmtree(grid / "runs")  # the published records alone rebuild the report
     os.remove(grid / "tables.md")
-    report = subprocess.run([sys.executable, script, str(grid), "--report-only"], capture_output=True, text=True)
+    report = subprocess.run(
+        [sys.executable, GRID_RUNNER, algorithm, str(grid), "--report-only"], capture_output=True, text=True
+    )
     assert report.returncode == 0, report.stderr
     assert (grid / "tables.md").read_text() == tables and (grid / "results.csv").read_text() == numbers
+    other = "pqn" if algorithm == "ppo" else "ppo"  # the other algorithm's report finds none of these runs
+    none = subprocess.run(
+        [sys.executable, GRID_RUNNER, other, str(grid), "--report-only"], capture_output=True, text=True
+    )
+    assert none.returncode == 1 and f"no published {other} runs of Breakout-v5" in none.stderr
 
 
-def test_the_results_grid_continues_stopped_runs_and_refuses_crashed_ones(tmp_path):
+def test_the_results_grid_continues_stopped_runs_and_refuses_what_it_cannot_continue(tmp_path):
     def fake_run(exp_name, seed, status, checkpoint):
         folder = tmp_path / "runs" / f"Breakout-v5__{exp_name}__{seed}__1700000000"
         folder.mkdir(parents=True)
@@ -140,16 +159,32 @@ def test_the_results_grid_continues_stopped_runs_and_refuses_crashed_ones(tmp_pa
             (folder / "checkpoint.pt").write_bytes(b"")
         return str(folder)
 
-    fake_run("pqn_tanh_hadamard", 1, "finished", True)
-    stopped = fake_run("pqn_tanh", 1, "interrupted", True)
-    killed = fake_run("pqn_relu", 1, "running", True)
-    commands = grid_runner.plan(str(tmp_path), [1], 400_000, 100_000, "Breakout-v5", [])
-    assert len(commands) == 3  # pqn_tanh_hadamard is kept
-    assert commands[0].endswith(f"--resume {stopped}") and commands[2].endswith(f"--resume {killed}")
-    assert "--exp-name pqn_tanh_1024" in commands[1] and "--no-hadamard --hidden-dim 1024" in commands[1]
-    fake_run("pqn_tanh_1024", 1, "interrupted", False)  # stopped before its first checkpoint
-    with pytest.raises(SystemExit, match="pqn_tanh_1024__1.* cannot be continued"):
-        grid_runner.plan(str(tmp_path), [1], 400_000, 100_000, "Breakout-v5", [])
-    (tmp_path / "runs" / "Breakout-v5__pqn_tanh_1024__1__1700000000" / "args.json").write_text("{}")
-    with pytest.raises(SystemExit, match="is no run of this grid"):  # a folder without a run's arguments
-        grid_runner.plan(str(tmp_path), [1], 400_000, 100_000, "Breakout-v5", [])
+    runs = str(tmp_path / "runs")
+    finished = fake_run("ppo_tanh_hadamard", 1, "finished", True)
+    stopped = fake_run("ppo_tanh", 1, "interrupted", True)
+    killed = fake_run("ppo_relu", 1, "running", True)
+    assert grid_runner.grid_tasks("ppo", [1, 2])[3:5] == [("ppo_relu", 1), ("ppo_tanh_hadamard", 2)]  # seed by seed
+    assert grid_runner.next_step(runs, "ppo_tanh_hadamard", 1) == ("finished", finished)
+    assert grid_runner.next_step(runs, "ppo_tanh", 1) == ("resume", stopped)
+    assert grid_runner.next_step(runs, "ppo_relu", 1) == ("resume", killed)
+    assert grid_runner.next_step(runs, "ppo_tanh_1024", 1) == ("fresh", None)
+    assert grid_runner.next_step(runs, "pqn_tanh", 1) == ("fresh", None)  # another algorithm's experiment
+    options = argparse.Namespace(
+        env_id="Breakout-v5", total_timesteps=400_000, diagnostics_interval=100_000, script_args="--num-envs 4"
+    )
+    command = " ".join(grid_runner.fresh_run("ppo", "ppo_tanh_1024", 2, options))
+    assert "ppo_atari_hadamard.py --env-id Breakout-v5 --seed 2 --exp-name ppo_tanh_1024" in command
+    assert command.endswith("--no-hadamard --hidden-dim 1024 --num-envs 4")  # the representation's, then the user's
+    fake_run("ppo_tanh_1024", 1, "interrupted", False)  # stopped before its first checkpoint
+    step, why = grid_runner.next_step(runs, "ppo_tanh_1024", 1)
+    assert step == "refused" and "ppo_tanh_1024__1" in why and "cannot be continued" in why
+    (tmp_path / "runs" / "Breakout-v5__ppo_tanh_1024__1__1700000000" / "args.json").write_text("not json")
+    assert "is no run of this grid" in grid_runner.next_step(runs, "ppo_tanh_1024", 1)[1]
+    shutil.copytree(killed, killed[:-1] + "1")  # a second folder of the same run
+    assert grid_runner.next_step(runs, "ppo_relu", 1)[1].startswith("two folders of ppo_relu seed 1")
+    # the grid's command refuses before any run starts, in one line naming the first run it cannot continue
+    grid = subprocess.run([sys.executable, GRID_RUNNER, "ppo", str(tmp_path)], capture_output=True, text=True)
+    assert grid.returncode == 1 and "ppo_tanh_1024__1__1700000000 is no run of this grid" in grid.stderr, (
+        grid.stdout + grid.stderr
+    )
+    assert "Traceback" not in grid.stderr and not (tmp_path / "tasks.txt").exists()

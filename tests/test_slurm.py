@@ -20,7 +20,7 @@ import pytest
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 
-import pqn_representations as grid_runner  # noqa: E402
+import representation_grid as grid_runner  # noqa: E402
 from bandit_env import BANDIT_ENV  # noqa: E402
 from faults import fault_folder  # noqa: E402
 from script_runs import read_scalars  # noqa: E402
@@ -40,9 +40,9 @@ def _slow_step(self, actions):
 BanditVectorEnv.step = _slow_step
 """
 )
-VARIANTS = ["pqn_tanh_hadamard", "pqn_relu"]
+REPRESENTATIONS = ["tanh_hadamard", "relu"]
 ROLLOUT, TOTAL, CHECKPOINT_INTERVAL = 64, 2048, 256  # 8 envs x 8 steps; a checkpoint every 4 rollouts
-GRID_ARGS = ["--seeds", "1", "--variants", *VARIANTS, "--total-timesteps", str(TOTAL)]
+GRID_ARGS = ["--seeds", "1", "--representations", *REPRESENTATIONS, "--total-timesteps", str(TOTAL)]
 GRID_ARGS += ["--diagnostics-interval", str(CHECKPOINT_INTERVAL), "--last-steps", str(TOTAL // 2), "--script-args"]
 GRID_ARGS += [
     "--num-envs 8 --num-steps 8 --num-minibatches 2 --hidden-dim 64 --diagnostics-samples 64 --max-episode-frames 32"
@@ -70,9 +70,9 @@ def test_a_slurm_grid_is_stopped_requeued_resumed_and_reported(tmp_path):
         with slurm_cluster(cluster, cpus=2, work=[tmp_path]) as env:
             print(f"[{time.monotonic() - started:5.1f} s] private Slurm up")
             env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(site))  # sbatch passes the environment on to the tasks
-            script = os.path.join(REPO_ROOT, "benchmarks", "pqn_representations.py")
+            script = os.path.join(REPO_ROOT, "benchmarks", "representation_grid.py")
             submitted = subprocess.run(
-                [sys.executable, script, str(grid), "--slurm", *GRID_ARGS, "--sbatch-args=--time=10"],
+                [sys.executable, script, "pqn", str(grid), "--slurm", *GRID_ARGS, "--sbatch-args=--time=10"],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -84,7 +84,7 @@ def test_a_slurm_grid_is_stopped_requeued_resumed_and_reported(tmp_path):
             report = re.search(r"^job (\d+): the report", submitted.stdout, re.M).group(1)
             assert f"squeue -j {array},{report}" in submitted.stdout and "continue:" in submitted.stdout
 
-            tasks = grid_runner.grid_tasks([1], VARIANTS)
+            tasks = grid_runner.grid_tasks("pqn", [1], REPRESENTATIONS)
             deadline = time.monotonic() + 420
             while True:
                 listed = queue(env)
@@ -124,11 +124,13 @@ def test_a_slurm_grid_is_stopped_requeued_resumed_and_reported(tmp_path):
                 steps = [step for step, _ in scalars[tag]]
                 assert steps == list(range(ROLLOUT, TOTAL + 1, ROLLOUT)), f"{tag} of {folder}: {steps}"
         assert (grid / "tables.md").exists() and (grid / "results.csv").exists(), sorted(os.listdir(grid))
+        published = sorted(name.removesuffix(".json") for name in os.listdir(grid / "published"))
+        assert published == sorted(os.listdir(grid / "runs")), "each finished run is published by its task"
 
         # a task started once more (by hand here, outside Slurm) finds its run finished: no second folder
-        again = [sys.executable, script, str(grid), "--task", "1", *GRID_ARGS]
+        again = [sys.executable, script, "pqn", str(grid), "--task", "1", *GRID_ARGS]
         again = subprocess.run(again, env=dict(env, PYTHONPATH=str(site)), capture_output=True, text=True, timeout=120)
-        assert again.returncode == 0 and "pqn_relu seed 1: finished already" in again.stdout, again.stdout
+        assert again.returncode == 0 and "pqn_relu seed 1: finished, in" in again.stdout, again.stdout
         assert len(os.listdir(grid / "runs")) == 2
         print(f"[{time.monotonic() - started:5.1f} s] all checked")
     finally:
