@@ -1,5 +1,6 @@
-"""docs/results.md against the CSV committed beside it: every number of the page's tables is the CSV's, as rounded on
-the page, and the CSV holds the whole grid (4 variants x 3 seeds, finished)."""
+"""Each algorithm's results page (docs/results/<algorithm>.md) against the CSV committed beside it: every number of the
+page's tables is the CSV's, as rounded on the page, and the CSV holds the grid's runs (4 variants x 3 seeds,
+finished)."""
 
 import csv
 import os
@@ -8,14 +9,15 @@ import re
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAGE = os.path.join(REPO_ROOT, "docs", "results.md")
-CSV = os.path.join(REPO_ROOT, "docs", "results", "results.csv")
-VARIANTS = {  # the page's names of the grid's experiments
-    "tanh + Hadamard (the paper's method)": "pqn_tanh_hadamard",
-    "plain tanh, 512": "pqn_tanh",
-    "parameter-matched tanh, 1,024": "pqn_tanh_1024",
-    "ReLU, 512 (PQN's own network)": "pqn_relu",
+RESULTS = os.path.join(REPO_ROOT, "docs", "results")
+VARIANTS = {  # the pages' names of the grid's representations
+    "tanh + Hadamard (the paper's method)": "tanh_hadamard",
+    "plain tanh, 512": "tanh",
+    "parameter-matched tanh, 1,024": "tanh_1024",
 }
+OWN_NETWORK = {"pqn": "ReLU, 512 (PQN's own network)"}
+LAST_STEP = {"pqn": 397_312}  # a run ends at its last whole rollout
+ALGORITHMS = sorted(OWN_NETWORK)
 DIAGNOSTICS = {
     "dead fraction": ("dead_fraction", ".4f"),
     "srank": ("srank", ".0f"),
@@ -23,12 +25,18 @@ DIAGNOSTICS = {
 }
 
 
-@pytest.fixture(scope="module")
-def page_and_rows():
-    with open(PAGE, encoding="utf-8") as f:
+def variants(algorithm: str) -> dict[str, str]:
+    """The page's name of each variant -> its experiment name."""
+    names = {**VARIANTS, OWN_NETWORK[algorithm]: "relu"}
+    return {name: f"{algorithm}_{representation}" for name, representation in names.items()}
+
+
+@pytest.fixture(scope="module", params=ALGORITHMS)
+def page_and_rows(request):
+    with open(os.path.join(RESULTS, f"{request.param}.md"), encoding="utf-8") as f:
         page = f.read()
-    with open(CSV, newline="") as f:
-        return page, list(csv.DictReader(f))
+    with open(os.path.join(RESULTS, request.param, "results.csv"), newline="") as f:
+        return request.param, page, list(csv.DictReader(f))
 
 
 def tables(page: str) -> list[list[list[str]]]:
@@ -50,14 +58,16 @@ def estimate(row: dict, spec: str) -> str:
 
 
 def test_the_csv_holds_the_whole_grid(page_and_rows):
-    _, rows = page_and_rows
+    algorithm, _, rows = page_and_rows
     runs = {(r["exp_name"], r["seed"], r["status"]) for r in rows if r["table"] == "run"}
-    assert runs == {(e, s, "finished") for e in VARIANTS.values() for s in ("1", "2", "3")}
-    assert {float(r["mean"]) for r in rows if r["table"] == "run" and r["metric"] == "last_step"} == {397_312}
+    assert runs == {(e, s, "finished") for e in variants(algorithm).values() for s in ("1", "2", "3")}
+    last_steps = {float(r["mean"]) for r in rows if r["table"] == "run" and r["metric"] == "last_step"}
+    assert last_steps == {LAST_STEP[algorithm]}
 
 
 def test_every_number_of_the_pages_tables_is_the_csvs(page_and_rows):
-    page, rows = page_and_rows
+    algorithm, page, rows = page_and_rows
+    names = variants(algorithm)
 
     def one(table, exp_name, metric, step=None):
         (row,) = [r for r in rows if (r["table"], r["exp_name"], r["metric"]) == (table, exp_name, metric)
@@ -70,7 +80,7 @@ def test_every_number_of_the_pages_tables_is_the_csvs(page_and_rows):
         if header[0] == "variant" and header[-1].startswith("area under the curve"):  # the scores
             seeds = [cell.split()[-1] for cell in header[1:-2]]
             for cells in body:
-                exp_name = VARIANTS[cells[0]]
+                exp_name = names[cells[0]]
                 for seed, cell in zip(seeds, cells[1:-2]):
                     (run,) = [r for r in rows if (r["table"], r["exp_name"], r["seed"], r["metric"])
                               == ("run", exp_name, seed, "score_last_100000_steps")]  # fmt: skip
@@ -83,7 +93,7 @@ def test_every_number_of_the_pages_tables_is_the_csvs(page_and_rows):
             steps = [float(cell.split()[-1].replace(",", "")) for cell in header[1:]]
             for cells in body:
                 for step, cell in zip(steps, cells[1:]):
-                    assert cell == estimate(one("diagnostics", VARIANTS[cells[0]], metric, step), spec), (
+                    assert cell == estimate(one("diagnostics", names[cells[0]], metric, step), spec), (
                         cells[0],
                         step,
                     )
@@ -93,7 +103,7 @@ def test_every_number_of_the_pages_tables_is_the_csvs(page_and_rows):
 
 def test_the_verdicts_quote_the_tables(page_and_rows):
     """Each number in the three claims' verdicts stands in one of the page's tables (or is a difference of two)."""
-    page, _ = page_and_rows
+    _, page, _ = page_and_rows
     claims = page[page.index("## The three claims") : page.index("## What this does not show")]
     in_tables = {
         cell for table in tables(page) for row in table for cell in re.findall(r"-?\d[\d,]*\.?\d*", " ".join(row))
