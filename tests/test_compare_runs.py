@@ -553,3 +553,265 @@ def test_the_csv_holds_the_learning_curves_the_figures_draw(sweep, tmp_path, cap
     assert [float(r["step"]) for r in curve] == [100.0 * i for i in range(1, 11)]
     assert [float(r["mean"]) for r in curve] == pytest.approx([1.5 * i for i in range(1, 11)])
     assert all(r["seeds"] == "2" and float(r["low"]) <= float(r["mean"]) <= float(r["high"]) for r in curve)
+
+
+# ----------------------------------------------------------------------------------------------
+# Published runs: records that read as their run folders
+# ----------------------------------------------------------------------------------------------
+def _same_run(a: cr.Run, b: cr.Run) -> None:
+    """Every field of two Runs equal but the path: the numbers exactly, the arrays of the same dtype."""
+    for field in cr.Run._fields[1:]:
+        x, y = getattr(a, field), getattr(b, field)
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and np.array_equal(x, y), field
+        elif field == "diagnostics":
+            assert x.keys() == y.keys(), field
+            for metric in x:
+                assert all(np.array_equal(u, v) and u.dtype == v.dtype for u, v in zip(x[metric], y[metric])), metric
+        else:
+            assert x == y, field
+
+
+def test_a_published_record_reads_as_its_run_folder(tmp_path):
+    folder = _write_run(tmp_path / "runs", "Breakout-v5", "mine", 2, [1.0, 3.5, 2.0, 0.1], diagnostics={100: 0.125,
+                        400: 0.3}, evaluation=[4.0, 6.0], stamp=1700000002)  # fmt: skip
+    published = tmp_path / "published"
+    path = cr.publish(str(folder), str(published))
+    assert path == str(published / f"{folder.name}.json") and os.listdir(published) == [f"{folder.name}.json"]
+    from_folder, from_record = cr.read_run(str(folder)), cr.read_run(path)
+    _same_run(from_folder, from_record)
+    assert from_record.episode_lengths.tolist() == [10, 20, 30, 40] and from_record.evaluation_returns.tolist() == [
+        4,
+        6,
+    ]
+    assert from_record.diagnostics["dead_fraction"][1].tolist() == [0.125, 0.30000001192092896]  # float32, as logged
+    with open(path) as f:
+        record = json.load(f)
+    assert (record["format"], record["version"]) == (cr.RECORD_FORMAT, cr.RECORD_VERSION)
+    assert record["status"] == {
+        "script": "ppo_atari_hadamard.py",
+        "status": "finished",
+        "updated": "2025-01-01 12:00:00",
+    }
+    assert record["episodes"] == {"step": [100, 200, 300, 400], "return": [1.0, 3.5, 2.0, 0.10000000149011612],
+                                  "length": [10, 20, 30, 40]}  # fmt: skip
+    assert record["evaluation"] == {"game": [0, 1], "return": [4.0, 6.0]}
+    # every layer's captures, not only the representation's
+    assert record["diagnostics"]["srank/conv1"] == {"step": [100, 400], "value": [0.8999999761581421] * 2}
+    assert len(record["diagnostics"]) == 3 * len(cr.DIAGNOSTIC_METRICS)
+    # the same report from either, the run named alike
+    reports = [cr.tables(cr.compare([run], points=4, reps=100)) for run in (from_folder, from_record)]
+    assert reports[0] == reports[1] and f"| {folder.name} | finished |" in reports[0]
+
+
+def test_a_record_is_written_whole_and_never_rewritten(tmp_path, monkeypatch, capsys):
+    runs, published = tmp_path / "runs", tmp_path / "published"
+    folder = _write_run(runs, "Breakout-v5", "mine", 1, [1.0, 2.0])
+    path = cr.publish(str(folder), str(published))
+    before = (os.stat(path).st_ino, os.stat(path).st_mtime_ns, open(path).read())
+    assert cr.publish(str(folder), str(published)) == path  # the same record again: nothing written
+    assert (os.stat(path).st_ino, os.stat(path).st_mtime_ns, open(path).read()) == before
+    # the run changed (a game more): its record stays as it was
+    writer_folder = _write_run(tmp_path / "other", "Breakout-v5", "mine", 1, [1.0, 2.0, 5.0])
+    os.rename(writer_folder, runs / "changed")
+    os.rename(folder, tmp_path / "kept")
+    os.rename(runs / "changed", folder)
+    with pytest.raises(ValueError, match="exists with other content; a published record is never rewritten"):
+        cr.publish(str(folder), str(published))
+    assert open(path).read() == before[2] and os.listdir(published) == [os.path.basename(path)]
+    # runs that are not finished, or cannot be read, are refused with one line
+    running = _write_run(runs, "Breakout-v5", "mine", 2, [1.0], status="running")
+    with pytest.raises(ValueError, match=r"not finished \(running\); only finished runs are published"):
+        cr.publish(str(running), str(published))
+    (runs / "empty").mkdir()
+    for bad, why in ((runs / "empty", "no readable args.json"), (runs / "nowhere", "no such run folder")):
+        with pytest.raises(ValueError, match=why) as raised:
+            cr.publish(str(bad), str(published))
+        assert "\n" not in str(raised.value)
+    assert os.listdir(published) == [os.path.basename(path)]
+    # a write that fails leaves neither the record nor a temporary file
+    fresh = _write_run(runs, "Breakout-v5", "mine", 3, [1.0])
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cr.os, "fsync", full_disk)
+    with pytest.raises(OSError):
+        cr.publish(str(fresh), str(published))
+    assert os.listdir(published) == [os.path.basename(path)]
+    monkeypatch.undo()
+    # the command line: one line per run, exit status 1 when one was refused
+    assert cr.main(["--publish", str(published), str(fresh), str(running)]) == 1
+    out, err = capsys.readouterr()
+    assert out == f"published {published / fresh.name}.json\n"
+    assert err == f"error: {running}: not finished (running); only finished runs are published\n"
+    assert cr.main(["--publish", str(published), str(fresh)]) == 0 and len(os.listdir(published)) == 2
+
+
+def _record(tmp_path) -> dict:
+    folder = _write_run(tmp_path / "source", "Breakout-v5", "mine", 1, [1.0, 2.0], diagnostics={100: 0.5})
+    with open(cr.publish(str(folder), str(tmp_path / "source_records"))) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize(
+    "damage, why",
+    [
+        (lambda r: "{not json", "not JSON"),
+        (lambda r: [1, 2], "not a run record"),
+        (lambda r: {**r, "format": "some other tool's"}, "not a run record"),
+        (lambda r: {k: v for k, v in r.items() if k != "format"}, "not a run record"),
+        (lambda r: {**r, "version": 2}, "a record of version 2, newer than this compare_runs.py reads (1)"),
+        (lambda r: {**r, "version": "1"}, "version '1' is not a record version"),
+        (lambda r: {k: v for k, v in r.items() if k != "episodes"}, "no episodes"),
+        (lambda r: {**r, "args": {"seed": 1}}, "args is not an object with an env_id"),
+        (lambda r: {**r, "last_step": "400"}, "last_step not a whole number"),
+        (lambda r: {**r, "episodes": {**r["episodes"], "return": [1.0, "2"]}}, "episodes.return is not a list of"),
+        (lambda r: {**r, "episodes": {**r["episodes"], "step": [100.5, 200]}}, "episodes.step is not a list of"),
+        (lambda r: {**r, "episodes": {**r["episodes"], "length": [10]}}, "episodes: its lists differ in length"),
+        (lambda r: {**r, "diagnostics": {"srank/conv1": [1, 2]}}, "diagnostics.srank/conv1 is not an object"),
+        (lambda r: {**r, "diagnostics": {"srank/x": {"step": [1], "value": []}}}, "srank/x: its lists differ"),
+        (lambda r: {**r, "evaluation": None}, "evaluation.game is not a list of numbers"),
+    ],
+)
+def test_a_damaged_or_foreign_record_is_one_line_and_exit_1(damage, why, tmp_path, capsys):
+    record = _record(tmp_path)
+    published = tmp_path / "published"
+    published.mkdir()
+    good = published / "good.json"
+    good.write_text(json.dumps(record))
+    bad = published / "bad.json"
+    damaged = damage(record)
+    bad.write_text(damaged if isinstance(damaged, str) else json.dumps(damaged))
+    for argv in ([str(bad)], [str(published)]):  # the file itself, or the folder that holds it beside a good one
+        assert cr.main(argv) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and err.startswith(f"error: {bad}: ") and why in err and err.count("\n") == 1, err
+    assert cr.main([str(good)]) == 0  # the good one alone reads
+
+
+def test_a_damaged_record_has_no_traceback_in_a_subprocess(tmp_path):
+    import subprocess
+
+    bad = tmp_path / "truncated.json"
+    bad.write_text(json.dumps(_record(tmp_path))[:-40])
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "compare_runs.py")
+    done = subprocess.run([sys.executable, script, str(bad)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith(f"error: {bad}: not JSON (") and done.stderr.count("\n") == 1
+
+
+def test_a_run_folder_beside_published_records_kept_apart_when_its_settings_differ(tmp_path, capsys):
+    """The published seeds and a user's runs in one command: a run of the same settings is one more seed of theirs,
+    one with a new option (a third Hadamard branch) a variant of its own, labelled by the option."""
+    published = tmp_path / "docs" / "results" / "runs"
+    for seed in (1, 2, 3):
+        folder = _write_run(tmp_path / "grid", "Breakout-v5", "pqn_tanh_hadamard", seed, [2.0 * seed] * 4)
+        cr.publish(str(folder), str(published))
+    same = _write_run(tmp_path / "runs", "Breakout-v5", "pqn_tanh_hadamard", 4, [10.0] * 4)
+    three = _write_run(tmp_path / "runs", "Breakout-v5", "pqn_tanh_hadamard", 1, [7.0] * 4, hadamard_branches=3)
+    assert cr.main([str(same), str(three), str(published), "--bootstrap", "100"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("5 runs\n\nScore: ")  # the same horizon: nothing cut
+    assert "| pqn_tanh_hadamard (ppo, tanh+hadamard, 512, hadamard_branches 3) | 1 seed | 7.00 (n = 1 seed) |" in text
+    row = "| pqn_tanh_hadamard (ppo, tanh+hadamard, 512, hadamard_branches n/a) | 4 seeds | 5.50 [2.00, 10.00] |"
+    assert row + " 1: 2.00, 2: 4.00, 3: 6.00, 4: 10.00 |" in text
+    assert f"| {same.name} | finished | 4 |" in text and f"| {three.name} | finished | 1 |" in text
+    assert "| Breakout-v5__pqn_tanh_hadamard__3__1700000000 | finished | 3 |" in text  # a record, named as its run
+
+
+def test_runs_of_other_lengths_are_cut_or_left_out_in_the_first_lines(tmp_path, capsys):
+    """A 5,000-step DQN run beside three 45,000-step PQN runs: the short run is left out, not the others cut to its
+    step; a user's run a little longer than the published ones is cut to theirs; both said first."""
+    runs = tmp_path / "runs"
+    _write_run(runs, "Breakout-v5", "dqn_atari_hadamard", 1, [1.0] * 5, game_steps=1000, script="dqn_atari_hadamard.py")
+    for seed in (1, 2, 3):
+        _write_run(runs, "Breakout-v5", "pqn_atari_hadamard", seed, [float(seed)] * 45, game_steps=1000,
+                   script="pqn_atari_hadamard.py")  # fmt: skip
+    _write_run(
+        runs, "Breakout-v5", "pqn_atari_hadamard", 4, [9.0] * 46, game_steps=1000, script="pqn_atari_hadamard.py"
+    )
+    assert cr.main([str(runs), "--bootstrap", "100"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    dqn = runs / "Breakout-v5__dqn_atari_hadamard__1__1700000000"
+    assert lines[:3] == [
+        "5 runs",
+        f"left out: {dqn}: it reached step 5,000, less than half the median step of breakout's runs, 45,000 "
+        "(--steps 5000 keeps it)",
+        "cut: breakout is compared up to step 45,000 (the step of its shortest run, "
+        f"{runs / 'Breakout-v5__pqn_atari_hadamard__1__1700000000'}); cut there: pqn, tanh+hadamard, 512 seed 4 (46,000)",
+    ]
+    # the score over the last 100,000 steps, up to step 45,000: the fourth run's game at 46,000 is past it
+    row = "| breakout | pqn, tanh+hadamard, 512 | 4 seeds | 3.75 [1.00, 9.00] | 1: 1.00, 2: 2.00, 3: 3.00, 4: 9.00 |"
+    assert any(line.startswith(row) for line in lines)
+    # --steps: every run up to there
+    assert cr.main([str(runs), "--steps", "5000", "--bootstrap", "100"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (
+        "cut: breakout is compared up to step 5,000 (--steps); cut there: "
+        "pqn, tanh+hadamard, 512 seed 1 (45,000), 2 (45,000), 3 (45,000), 4 (46,000)"
+    )
+    # one long run does not leave out the others either: the median decides, and three short runs cut the long one
+    short = tmp_path / "short"
+    for seed in (2, 3):
+        _write_run(short, "Breakout-v5", "dqn_atari_hadamard", seed, [1.0] * 5, game_steps=1000,
+                   script="dqn_atari_hadamard.py")  # fmt: skip
+    pqn = runs / "Breakout-v5__pqn_atari_hadamard__1__1700000000"
+    assert cr.main([str(dqn), str(short), str(pqn), "--bootstrap", "100"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [
+        "4 runs",
+        f"cut: breakout is compared up to step 5,000 (the step of its shortest run, {dqn}); cut there: "
+        "pqn, tanh+hadamard, 512 seed 1 (45,000)",
+    ]
+
+
+def test_intervals_are_ranges_below_the_seeds_a_ci_needs():
+    assert cr.estimate([3.0, 1.0, 2.0]) == (2.0, 1.0, 3.0, "range")
+    assert cr.estimate([5.0]) == pytest.approx((5.0, math.nan, math.nan, ""), nan_ok=True)
+    values = np.arange(cr.MIN_SEEDS_FOR_CI, dtype=float)
+    mean, low, high, interval = cr.estimate(values, reps=2000)
+    assert interval == "95% bootstrap CI" and values.min() < low < mean < high < values.max()
+    assert (low, high) == cr.mean_ci(values, 2000)[1:]
+    assert cr.interval_of(cr.MIN_SEEDS_FOR_CI - 1) == "range" and cr.MIN_SEEDS_FOR_CI == 20  # docs/comparing.md's
+
+
+# ----------------------------------------------------------------------------------------------
+# One labelling rule: compare_runs.py and diagnostics.py
+# ----------------------------------------------------------------------------------------------
+def test_a_new_option_shows_in_both_labels(tmp_path, capsys):
+    """A student's new Args field (hadamard_branches, 2 by default, 3 in their run): compare_runs.py and diagnostics.py
+    label the runs by one rule, so the option shows in both, beside a run that set it to 2 and one from before it."""
+    import diagnostics
+
+    runs = tmp_path / "runs"
+    folders = {
+        "old": _write_run(runs, "Breakout-v5", "pqn_atari_hadamard", 1, [1.0], script="pqn_atari_hadamard.py"),
+        "two": _write_run(
+            runs, "Breakout-v5", "pqn_atari_hadamard", 2, [1.0], script="pqn_atari_hadamard.py", hadamard_branches=2
+        ),  # fmt: skip
+        "three": _write_run(
+            runs, "Breakout-v5", "pqn_atari_hadamard", 3, [1.0], script="pqn_atari_hadamard.py", hadamard_branches=3
+        ),  # fmt: skip
+    }
+    rng = np.random.default_rng(0)
+    for folder in folders.values():
+        activations = {"conv1": rng.normal(size=(64, 8)), "representation": rng.normal(size=(64, 16))}
+        diagnostics.log_diagnostics(
+            None, 100, activations, hidden_activation="tanh", save_dir=str(folder / "activations")
+        )
+    expected = {
+        "old": "pqn, tanh+hadamard, 512, hadamard_branches n/a",
+        "two": "pqn, tanh+hadamard, 512, hadamard_branches 2",
+        "three": "pqn, tanh+hadamard, 512, hadamard_branches 3",
+    }
+    out = cr.compare([cr.read_run(str(folder)) for folder in folders.values()], reps=100)
+    assert {run.path: g.label for g in out.groups for run in g.runs} == {str(folders[n]): expected[n] for n in folders}
+    assert diagnostics.main([str(folder) for folder in folders.values()]) == 0
+    legend = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    seeds = {"old": 1, "two": 2, "three": 3}
+    assert legend == [f"run {i}: {folders[n].name}, {expected[n]}, seed {seeds[n]}" for i, n in enumerate(folders, 1)]
+    # the same two runs alone: only what sets them apart
+    assert diagnostics.main([str(folders["two"]), str(folders["three"])]) == 0
+    legend = capsys.readouterr().out.split("\n\n")[0].splitlines()
+    assert [line.split(", ", 1)[1] for line in legend] == [f"{expected['two']}, seed 2", f"{expected['three']}, seed 3"]
