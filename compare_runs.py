@@ -1,10 +1,11 @@
 """Compare runs the way the paper does: returns and representation diagnostics over seeds.
 
-Reads the runs the scripts write (events, args.json, status.json) and reports by game and variant (the runs whose
-arguments agree but for the seed and how they were run): every run, its final score and area under the learning curve
-with 95% bootstrap CIs over seeds, human-normalised mean, median and IQM across games with stratified bootstrap CIs
-(Agarwal et al. 2021), and the representation's diagnostics.
-"""
+Reads the runs the scripts write (events, args.json, status.json) and their published records (one JSON file per
+finished run, written by publish or --publish) alike, and reports by game and variant (the runs whose arguments agree
+but for the seed and how they were run): each run's score (the mean return of the games of its last 100,000 steps),
+every seed's, their mean with their range (a 95% bootstrap CI from MIN_SEEDS_FOR_CI seeds), the area under the
+learning curve, human-normalised mean, median and IQM across games with stratified bootstrap CIs (Agarwal et al.
+2021), and the representation's diagnostics. docs/comparing.md defines each."""
 
 from __future__ import annotations
 
