@@ -1,16 +1,18 @@
 """Compare runs the way the paper does: returns and representation diagnostics over seeds.
 
-Reads the runs the scripts write (events, args.json, status.json) and reports by game and variant (the runs whose
-arguments agree but for the seed and how they were run): every run, its final score and area under the learning curve
-with 95% bootstrap CIs over seeds, human-normalised mean, median and IQM across games with stratified bootstrap CIs
-(Agarwal et al. 2021), and the representation's diagnostics.
-"""
+Reads the runs the scripts write (events, args.json, status.json) and their published records (one JSON file per
+finished run, written by publish or --publish) alike, and reports by game and variant (the runs whose arguments agree
+but for the seed and how they were run): each run's score (the mean return of the games of its last 100,000 steps),
+every seed's, their mean with their range (a 95% bootstrap CI from MIN_SEEDS_FOR_CI seeds), the area under the
+learning curve, human-normalised mean, median and IQM across games with stratified bootstrap CIs (Agarwal et al.
+2021), and the representation's diagnostics. docs/comparing.md defines each."""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import itertools
+import json
 import math
 import os
 import re
@@ -114,6 +116,35 @@ def mean_ci(values: Sequence[float], reps: int = 10_000, seed: int = 0) -> tuple
     return (float(x.mean()) if x.size else math.nan), *stratified_bootstrap_ci([x], AGGREGATES["mean"], reps, seed)
 
 
+# The headline score of a run: the mean return of the games that ended in its last HEADLINE_STEPS agent steps. An
+# interval over fewer than MIN_SEEDS_FOR_CI seeds is their range, [min, max]: the percentile bootstrap of a mean
+# covers less than its 95% there (docs/comparing.md).
+HEADLINE_STEPS = 100_000
+MIN_SEEDS_FOR_CI = 20
+
+
+class Estimate(NamedTuple):
+    mean: float
+    low: float
+    high: float
+    interval: str  # what low and high are: "range" (min, max), "95% bootstrap CI", or "" (fewer than two values)
+
+
+def interval_of(seeds: int) -> str:
+    """What an estimate's interval over this many values is (see Estimate)."""
+    return "" if seeds < 2 else "range" if seeds < MIN_SEEDS_FOR_CI else "95% bootstrap CI"
+
+
+def estimate(values: Sequence[float], reps: int = 10_000, seed: int = 0) -> Estimate:
+    """The mean over seeds, and their range or, from MIN_SEEDS_FOR_CI seeds, the 95% bootstrap CI (NaN: no
+    interval with fewer than two values, nothing at all with none)."""
+    x = np.asarray(values, dtype=np.float64)
+    mean, interval = (float(x.mean()) if x.size else math.nan), interval_of(x.size)
+    if interval == "range":
+        return Estimate(mean, float(x.min()), float(x.max()), interval)
+    return Estimate(mean, *(mean_ci(x, reps, seed)[1:] if interval else (math.nan, math.nan)), interval)
+
+
 def learning_curve(steps: Sequence[float], returns: Sequence[float], horizon: float, points: int) -> np.ndarray:
     """The mean return of the games ending in each of `points` windows (edge_i, edge_i+1] of [0, horizon] (step 0: the
     first); an empty window keeps the previous value, or NaN before the first game; later games are left out."""
@@ -157,7 +188,7 @@ class Variant(NamedTuple):
 
 
 class Run(NamedTuple):
-    path: str
+    path: str  # its folder, or its record's file
     game: str  # as the reference table names it (see game_id)
     seed: int
     variant: Variant
@@ -167,6 +198,8 @@ class Run(NamedTuple):
     episode_returns: np.ndarray
     diagnostics: dict[str, tuple[np.ndarray, np.ndarray]]  # metric -> (steps, values) of the representation
     args: dict | None = None  # its args.json
+    episode_lengths: np.ndarray | None = None  # in agent steps, in the order the games ended
+    evaluation_returns: np.ndarray | None = None  # the saved model's evaluation games, in the order played
 
 
 def game_id(env_id: str) -> str:
@@ -250,8 +283,16 @@ def variant_labels(variants: Iterable[Variant]) -> dict[Variant, str]:
     return dict(sorted(labels.items(), key=lambda item: item[1]))
 
 
-def read_run(path: str) -> Run:
-    """One run folder, or ValueError saying why it cannot be used."""
+def _scalars(events, tag: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of a TensorBoard tag in the order logged, sorted stably by step (games ending at one step keep
+    their order)."""
+    scalars = sorted(events.Scalars(tag), key=lambda e: e.step)
+    return [int(e.step) for e in scalars], [float(e.value) for e in scalars]
+
+
+def folder_record(path: str) -> dict:
+    """What a run folder holds, as a published record holds it (see publish), or ValueError saying why it cannot be
+    read. Any run, finished or not."""
     args, status = run_management.read_run_folder(path)
     if args is None:
         why = "damaged" if os.path.exists(os.path.join(path, "args.json")) else "missing"
@@ -267,135 +308,305 @@ def read_run(path: str) -> Run:
     tags = set(events.Tags()["scalars"])
     if not tags:
         raise ValueError("no readable TensorBoard scalars (no events yet, or corrupt ones)")
-    # Games in the order they ended; a stable sort keeps the logged order of games ending at the same step.
-    episodes = sorted(events.Scalars(RETURN_TAG) if RETURN_TAG in tags else [], key=lambda e: e.step)
+    steps, returns = _scalars(events, RETURN_TAG) if RETURN_TAG in tags else ([], [])
+    lengths = _scalars(events, LENGTH_TAG)[1] if LENGTH_TAG in tags else []
+    diagnostics = {}
+    for tag in sorted(t for t in tags if t.startswith("diagnostics/")):
+        capture_steps, values = _scalars(events, tag)
+        diagnostics[tag.removeprefix("diagnostics/")] = {"step": capture_steps, "value": values}
+    games, scores = _scalars(events, EVALUATION_TAG) if EVALUATION_TAG in tags else ([], [])
+    return {
+        "format": RECORD_FORMAT,
+        "version": RECORD_VERSION,
+        "args": args,
+        "status": {name: value for name, value in status.items() if name not in HOST_FIELDS},
+        "last_step": max(events.Scalars(tag)[-1].step for tag in tags),
+        "episodes": {"step": steps, "return": returns, "length": lengths},
+        "diagnostics": diagnostics,
+        "evaluation": {"game": games, "return": scores},
+    }
+
+
+def _run_of(path: str, record: dict) -> Run:
+    """The Run of a record, read from a folder or a file."""
+    args, status, episodes = record["args"], record["status"], record["episodes"]
     diagnostics = {}
     for metric in DIAGNOSTIC_METRICS:
-        tag = next((t for t in (f"diagnostics/{metric}/{layer}" for layer in REPRESENTATION_TAGS) if t in tags), None)
-        if tag is not None:
-            scalars = events.Scalars(tag)
-            diagnostics[metric] = (np.array([e.step for e in scalars]), np.array([e.value for e in scalars]))
-    variant = variant_of(args, status)
-    game, seed = game_id(str(args["env_id"])), int(args.get("seed", 0))
-    last_step = max(events.Scalars(tag)[-1].step for tag in tags)
-    steps, returns = np.array([(e.step, e.value) for e in episodes], dtype=np.float64).reshape(-1, 2).T
+        name = next(
+            (n for n in (f"{metric}/{layer}" for layer in REPRESENTATION_TAGS) if n in record["diagnostics"]), None
+        )
+        if name is not None:
+            captures = record["diagnostics"][name]
+            diagnostics[metric] = (np.array(captures["step"], dtype=int), np.array(captures["value"], dtype=np.float64))
+    variant, game = variant_of(args, status), game_id(str(args["env_id"]))
     state = str(status.get("status", "no status.json"))
-    return Run(path, game, seed, variant, state, last_step, steps, returns, diagnostics, args)
+    steps, returns, lengths = (np.array(episodes[name], dtype=np.float64) for name in ("step", "return", "length"))
+    evaluation = np.array(record["evaluation"]["return"], dtype=np.float64)
+    seed = int(args.get("seed", 0))
+    return Run(path, game, seed, variant, state, int(record["last_step"]), steps, returns, diagnostics, args,
+               lengths, evaluation)  # fmt: skip
+
+
+def read_run(path: str) -> Run:
+    """One run: a run folder, or a published record (a .json file); ValueError saying why it cannot be used."""
+    return read_record(path) if os.path.isfile(path) else _run_of(path, folder_record(path))
 
 
 def find_run_folders(roots: Sequence[str]) -> list[str]:
-    """The folders under the roots (roots included) with args.json or events, or a run's name (A__B__1__2)."""
+    """The runs under the roots: the folders (roots included) with args.json or events, or a run's name (A__B__1__2),
+    and the other .json files, read as published records (a root may be one); hidden ones left out."""
     found = []
     for root in roots:
+        if os.path.isfile(root):
+            found.append(root)
         for folder, subfolders, files in os.walk(root):
-            subfolders.sort()
+            subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))  # .git and the like
             named_as_run = re.fullmatch(r".+__.+__\d+__\d+", os.path.basename(folder)) is not None
             if named_as_run or "args.json" in files or any(n.startswith("events.out.tfevents") for n in files):
                 found.append(folder)
                 subfolders.clear()  # a run's own subfolders (activations/) are not runs
+            else:
+                found += [os.path.join(folder, n) for n in files if n.endswith(".json") and not n.startswith(".")]
     return sorted(found)
 
 
+# ---- Published runs: one JSON file per finished run ----
+# A record holds all that the comparison reads from a run folder: its args.json, its status.json (less the host's
+# name and the process id), the step it reached, every game (step, return, length, in the order they ended), every
+# diagnostics capture (diagnostics/<metric>/<layer> as "<metric>/<layer>": steps and values) and the evaluation games.
+RECORD_FORMAT = "hadamard-representations run record"
+RECORD_VERSION = 1
+HOST_FIELDS = ("host", "pid")
+LENGTH_TAG, EVALUATION_TAG = "charts/episodic_length", "eval/episodic_return"
+_RECORD_LISTS = {"episodes": ("step", "return", "length"), "evaluation": ("game", "return")}
+
+
+def _numbers(values, whole: bool = False) -> bool:
+    """Whether a JSON value is a list of numbers (of whole numbers, with `whole`)."""
+    kinds = int if whole else (int, float)
+    return isinstance(values, list) and all(isinstance(v, kinds) and not isinstance(v, bool) for v in values)
+
+
+def record_problem(record) -> str | None:
+    """Why a parsed JSON file is not a run record this version reads, or None."""
+    if not isinstance(record, dict) or record.get("format") != RECORD_FORMAT:
+        return f'not a run record (no "format": "{RECORD_FORMAT}")'
+    version = record.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        return f"version {version!r} is not a record version"
+    if version > RECORD_VERSION:
+        return f"a record of version {version}, newer than this compare_runs.py reads ({RECORD_VERSION})"
+    missing = [
+        name for name in ("args", "status", "last_step", "episodes", "diagnostics", "evaluation") if name not in record
+    ]
+    if missing:
+        return f"no {', '.join(missing)}"
+    if not isinstance(record["args"], dict) or not isinstance(record["args"].get("env_id"), str):
+        return "args is not an object with an env_id"
+    if not isinstance(record["status"], dict) or not isinstance(record["last_step"], int):
+        return "status is not an object, or last_step not a whole number"
+    lists = [(f"{part}.{name}", record[part], name) for part, names in _RECORD_LISTS.items() for name in names]
+    if not isinstance(record["diagnostics"], dict):
+        return "diagnostics is not an object"
+    for tag, captures in record["diagnostics"].items():
+        if not isinstance(captures, dict):
+            return f"diagnostics.{tag} is not an object"
+        lists += [(f"diagnostics.{tag}.{name}", captures, name) for name in ("step", "value")]
+    for where, part, name in lists:
+        if not isinstance(part, dict) or not _numbers(part.get(name), whole=name in ("step", "game")):
+            return f"{where} is not a list of numbers"
+    for where, part in [*((p, record[p]) for p in _RECORD_LISTS), *record["diagnostics"].items()]:
+        if len({len(values) for values in part.values() if isinstance(values, list)}) > 1:
+            return f"{where}: its lists differ in length"
+    return None
+
+
+def read_record(path: str) -> Run:
+    """A published run, or ValueError saying in one line why the file is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except OSError as err:
+        raise ValueError(f"cannot read it ({(err.strerror or str(err)).lower()})") from None
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise ValueError(f"not JSON ({err})") from None
+    problem = record_problem(record)
+    if problem is not None:
+        raise ValueError(problem)
+    return _run_of(path, record)
+
+
+def publish(run_folder: str, runs_dir: str) -> str:
+    """Writes the record of a finished run to <runs_dir>/<the folder's name>.json, whole or not at all, and returns
+    its path. A record is never rewritten: the same record again is a no-op, another one under its name an error.
+    ValueError with a one-line reason for a run that is not finished or cannot be read."""
+    if not os.path.isdir(run_folder):
+        raise ValueError(f"{run_folder}: no such run folder")
+    try:
+        record = folder_record(run_folder)
+    except (ValueError, TypeError, OSError) as err:
+        raise ValueError(f"{run_folder}: {err}") from None
+    state = record["status"].get("status", "no status.json")
+    if state != "finished":
+        raise ValueError(f"{run_folder}: not finished ({state}); only finished runs are published")
+    episodes = record["episodes"]
+    if len(episodes["length"]) != len(episodes["return"]):
+        games = f"{len(episodes['return'])} game returns but {len(episodes['length'])} lengths"
+        raise ValueError(f"{run_folder}: its events hold {games}")
+    problem = record_problem(json.loads(json.dumps(record)))  # args.json as published, checked as a reader will
+    if problem is not None:
+        raise ValueError(f"{run_folder}: {problem}")
+    text = json.dumps(record, separators=(",", ":")) + "\n"
+    path = os.path.join(runs_dir, os.path.basename(os.path.normpath(run_folder)) + ".json")
+    os.makedirs(runs_dir, exist_ok=True)
+    partial = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(partial, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(partial, path)  # fails where the name is taken: a record is never replaced
+    except FileExistsError:
+        if _text_of(path) != text:
+            raise ValueError(f"{path} exists with other content; a published record is never rewritten") from None
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return path
+
+
+def _text_of(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
+
+
 # ---- The comparison: the numbers of the tables, the CSV and the figures ----
-# Estimates are (mean, CI low, CI high), the interval NaN for one run. Group: one variant on one game, its runs (by
-# seed, then folder), each run's scores and the estimates over them.
+# Group: one variant on one game, its runs (by seed, then folder), each run's scores and the estimates over them.
 class Group(NamedTuple):
     game: str
     variant: Variant
     label: str  # the variant's in the report
     runs: list[Run]
-    final_scores: np.ndarray  # one per run; NaN for a run with no game finished by the horizon
-    last_steps_scores: np.ndarray  # one per run, NaN for one with no game in the last steps (all NaN without them)
+    scores: np.ndarray  # the headline score of each run; NaN for one with no game in its last steps
+    last_games_scores: np.ndarray  # each run's mean return of its last games (all NaN unless asked for)
     areas: np.ndarray
     grid: np.ndarray  # the learning curves' window ends
     curves: np.ndarray  # (runs, points)
-    final: tuple  # over the runs with a final score
-    last_steps_score: tuple  # over the runs with a game in the last steps
-    area: tuple
+    score: Estimate  # over the runs with a headline score
+    last_games_score: Estimate
+    area: Estimate
     steps: np.ndarray  # the representation's capture steps up to the horizon
     counts: np.ndarray  # the runs captured at each step
-    diagnostics: dict[str, np.ndarray]  # metric -> an estimate per step, (steps, 3)
+    diagnostics: dict[str, np.ndarray]  # metric -> (mean, low, high) per step, (steps, 3), low and high as interval_of
 
     @property
     def scored(self) -> list[Run]:
-        return [run for run, score in zip(self.runs, self.final_scores) if not math.isnan(score)]
+        return [run for run, score in zip(self.runs, self.scores) if not math.isnan(score)]
 
 
-# One variant's human-normalised final scores across games: an estimate per name of AGGREGATES.
+# One variant's human-normalised headline scores across games: an estimate per name of AGGREGATES.
 class Aggregate(NamedTuple):
     variant: Variant
     label: str
     games: list[str]
     runs_per_game: list[int]
-    estimates: dict[str, tuple]
+    estimates: dict[str, Estimate]
 
 
 class Comparison(NamedTuple):
     groups: list[Group]  # by game, then variant label
-    aggregates: list[Aggregate]
+    aggregates: list[Aggregate]  # of the variants with runs on two games or more
     notes: list[str]
     labels: dict[Variant, str]  # every variant of the report, in the order of the labels (the figures' colours)
-    last_steps: int | None  # the steps of each run's last-steps score; None: none
+    last_steps: int  # the steps of the headline score
+    cuts: list[str]  # the runs cut at a game's horizon or left out, and why: the report's first lines
+    last_episodes: int | None = None  # the games of the last-games score; None: none
+
+
+def run_name(run: Run) -> str:
+    """A run as the tables name it: its folder's name, or its record's without .json."""
+    return os.path.basename(os.path.normpath(run.path)).removesuffix(".json")
 
 
 def compare(
-    runs: Sequence[Run], last_episodes=100, points=50, reps=10_000, seed=0, horizon=None, last_steps=None
+    runs: Sequence[Run], last_episodes=None, points=50, reps=10_000, seed=0, horizon=None, last_steps=HEADLINE_STEPS
 ) -> Comparison:
-    """The report's numbers, every run cut at `horizon` (by default, per game, the step its shortest run reached);
-    with `last_steps`, also each run's mean return over the games that ended in its last steps up to the horizon."""
-    notes, by_game = [], {}
-    for run in runs:
-        if horizon is not None and run.last_step < horizon:
-            notes.append(f"{run.path}: left out, it reached step {run.last_step:,} < --steps {horizon:,}")
-        else:
-            by_game.setdefault(run.game, []).append(run)
-    labels = variant_labels({run.variant for game_runs in by_game.values() for run in game_runs})
-    out = Comparison([], [], notes, labels, last_steps)
-    for game in sorted(by_game):
-        reached = [run.last_step for run in by_game[game]]
-        game_horizon = horizon or min(reached)
-        if horizon is None and min(reached) < max(reached):
-            lengths = f"{game}: runs reached {min(reached):,} to {max(reached):,} steps; all are compared up to step"
-            out.notes.append(f"{lengths} {game_horizon:,} (the shortest run; --steps sets another horizon)")
-        ordered = sorted(by_game[game], key=lambda r: (labels[r.variant], r.seed, r.path))
+    """The report's numbers, every run of a game cut at its horizon: `horizon`, leaving out the runs that did not
+    reach it; by default the shortest run's step, but a run that reached less than half the median step of the game's
+    runs is left out rather than cutting the others. Scores: each run's headline score (the games that ended in its
+    last `last_steps` steps up to the horizon), with `last_episodes` also the mean return of its last games."""
+    cuts, by_game = [], {}
+    for game in sorted({run.game for run in runs}):
+        game_runs = sorted((run for run in runs if run.game == game), key=lambda r: r.path)
+        reached = [run.last_step for run in game_runs]
+        least = horizon if horizon is not None else float(np.median(reached)) / 2
+        for run in (run for run in game_runs if run.last_step < least):
+            if horizon is not None:
+                why = f"it reached step {run.last_step:,}, short of --steps {horizon:,}"
+            else:
+                median = f"half the median step of {game}'s runs, {np.median(reached):,.0f}"
+                why = f"it reached step {run.last_step:,}, less than {median} (--steps {run.last_step} keeps it)"
+            cuts.append(f"left out: {run.path}: {why}")
+        kept = [run for run in game_runs if run.last_step >= least]
+        if kept:
+            by_game[game] = (horizon or min(run.last_step for run in kept), kept)
+    labels = variant_labels({run.variant for _, kept in by_game.values() for run in kept})
+    out = Comparison([], [], [], labels, last_steps, cuts, last_episodes)
+    for game, (game_horizon, kept) in by_game.items():
+        cut = sorted((run for run in kept if run.last_step > game_horizon), key=lambda r: (labels[r.variant], r.seed))
+        if cut:
+            where = (
+                "--steps" if horizon else f"the step of its shortest run, {min(kept, key=lambda r: r.last_step).path}"
+            )
+            seeds = {}
+            for run in cut:
+                seeds.setdefault(labels[run.variant], []).append(f"{run.seed} ({run.last_step:,})")
+            said = "; ".join(f"{label} seed {', '.join(reached)}" for label, reached in seeds.items())
+            cuts.append(f"cut: {game} is compared up to step {game_horizon:,} ({where}); cut there: {said}")
+        ordered = sorted(kept, key=lambda r: (labels[r.variant], r.seed, r.path))
         for variant, variant_runs in itertools.groupby(ordered, key=lambda r: r.variant):
             scores = game_horizon, last_episodes, last_steps, points, reps, seed
             group = _group(game, variant, labels[variant], list(variant_runs), *scores)
             out.groups.append(group)
-            for run, final, recent in zip(group.runs, group.final_scores, group.last_steps_scores):
-                if math.isnan(final):
-                    out.notes.append(f"{run.path}: no game finished by step {game_horizon:,}; left out of the scores")
-                elif last_steps and math.isnan(recent):
-                    window = f"the last {last_steps:,} steps up to step {game_horizon:,}"
-                    out.notes.append(f"{run.path}: no game ended in {window}; left out of that score")
+            for run, score, games_score in zip(group.runs, group.scores, group.last_games_scores):
+                window = f"the last {last_steps:,} steps up to step {game_horizon:,}"
+                if math.isnan(score):
+                    out.notes.append(f"{run.path}: no game ended in {window}; left out of the scores")
+                elif last_episodes and math.isnan(games_score):
+                    out.notes.append(f"{run.path}: no game ended by step {game_horizon:,}; left out of that score")
             for name in MEASUREMENT_FIELDS if group.diagnostics else ():
                 values = sorted({str(run.args[name]) for run in group.runs if run.args and name in run.args})
                 if len(values) > 1:
                     what = f"{game}, {group.label}: its runs measured the representation with {name}"
                     out.notes.append(f"{what} {', '.join(values)}; its diagnostics pool them")
     missing = sorted(g for g in by_game if g not in ATARI_REFERENCE_SCORES)
-    if missing:
+    if missing and len(by_game) > 1:
         out.notes.append(f"no human reference score for {', '.join(missing)}: left out of the normalised scores")
 
-    normalized: dict[Variant, dict[str, np.ndarray]] = {}  # variant -> game -> human-normalised final scores
+    normalized: dict[Variant, dict[str, np.ndarray]] = {}  # variant -> game -> human-normalised headline scores
     for g in (g for g in out.groups if g.game in ATARI_REFERENCE_SCORES and g.scored):
-        scores = g.final_scores[~np.isnan(g.final_scores)]
+        scores = g.scores[~np.isnan(g.scores)]
         normalized.setdefault(g.variant, {})[g.game] = human_normalized(scores, g.game)
-    for variant in sorted(normalized, key=labels.get):
+    for variant in sorted((v for v in normalized if len(normalized[v]) > 1), key=labels.get):
         games = sorted(normalized[variant])
         scores = [normalized[variant][game] for game in games]
         estimates = {}
         for name, aggregate in AGGREGATES.items():
-            estimates[name] = (float(aggregate(scores)), *stratified_bootstrap_ci(scores, aggregate, reps, seed))
+            low, high = stratified_bootstrap_ci(scores, aggregate, reps, seed)
+            interval = "" if math.isnan(low) else "95% stratified bootstrap CI"
+            estimates[name] = Estimate(float(aggregate(scores)), low, high, interval)
         out.aggregates.append(Aggregate(variant, labels[variant], games, [s.size for s in scores], estimates))
     return out
 
 
 def _group(game, variant, label, runs, horizon, last_episodes, last_steps, points, reps, seed) -> Group:
-    finals = np.array([final_score(r.episode_steps, r.episode_returns, horizon, last_episodes) for r in runs])
-    recents = np.full(len(runs), math.nan)
-    if last_steps:
-        recents = np.array([last_steps_score(r.episode_steps, r.episode_returns, horizon, last_steps) for r in runs])
+    scores = np.array([last_steps_score(r.episode_steps, r.episode_returns, horizon, last_steps) for r in runs])
+    games_scores = np.full(len(runs), math.nan)
+    if last_episodes:
+        games_scores = np.array([final_score(r.episode_steps, r.episode_returns, horizon, last_episodes) for r in runs])
     curves = np.array([learning_curve(r.episode_steps, r.episode_returns, horizon, points) for r in runs])
     areas = np.array([area_under_curve(curve) for curve in curves])
     captured: dict[int, dict[str, list[float]]] = {}  # step -> metric -> a value per run
@@ -407,12 +618,12 @@ def _group(game, variant, label, runs, horizon, last_episodes, last_steps, point
     counts = np.array([max(map(len, captured[step].values())) for step in steps], dtype=int)
     diagnostics = {}  # the mean over runs at every step, where any run has the metric
     for metric in (m for m in DIAGNOSTIC_METRICS if any(m in captured[step] for step in steps)):
-        diagnostics[metric] = np.array([mean_ci(captured[step].get(metric, []), reps, seed) for step in steps])
-    final, area = (mean_ci(values[~np.isnan(finals)], reps, seed) for values in (finals, areas))
-    recent = mean_ci(recents[~np.isnan(recents)], reps, seed)
+        per_step = [estimate(captured[step].get(metric, []), reps, seed)[:3] for step in steps]
+        diagnostics[metric] = np.array(per_step, dtype=np.float64)
+    score, games_score, area = (estimate(v[~np.isnan(v)], reps, seed) for v in (scores, games_scores, areas))
     grid, steps = np.arange(1, points + 1) * horizon / points, np.array(steps, dtype=int)
-    scores = finals, recents, areas, grid, curves, final, recent, area
-    return Group(game, variant, label, list(runs), *scores, steps, counts, diagnostics)
+    numbers = scores, games_scores, areas, grid, curves, score, games_score, area
+    return Group(game, variant, label, list(runs), *numbers, steps, counts, diagnostics)
 
 
 # ---- Output: Markdown tables, CSV, figures ----
@@ -421,10 +632,11 @@ SCORE, NORMALIZED = ",.2f", ".3f"
 DIAGNOSTIC_FORMATS = {"dead_fraction": ".3f", "dormant_fraction": ".3f", "srank": ",.0f", "effective_rank": ",.2f"}
 # The least top of each diagnostic's y axis (all of them start at 0), so that a metric that stays at 0 reads as such.
 DIAGNOSTIC_FLOORS = {"dead_fraction": 1e-3, "dormant_fraction": 1e-3, "srank": 1.0, "effective_rank": 1.0}
-# variant: the label; settings: "name=value; ..." of the settings in the label (differing_settings), with full names.
+# variant: the label; settings: "name=value; ..." of the settings in the label (differing_settings), with full names;
+# seeds: the runs an estimate is over; low and high: its interval, of the kind `interval` names (see Estimate).
 CSV_COLUMNS = (
-    "table game variant algorithm activation hadamard hidden_dim exp_name settings metric step seeds mean ci_low "
-    "ci_high run seed status"
+    "table game variant algorithm activation hadamard hidden_dim exp_name settings metric step seeds mean low high "
+    "interval run seed status"
 ).split()
 
 
@@ -433,7 +645,7 @@ def _number(value: float, spec: str) -> str:
 
 
 def _estimate(estimate: tuple, spec: str) -> str:
-    mean, low, high = estimate
+    mean, low, high = estimate[:3]
     if math.isnan(low):
         return _number(mean, spec) + ("" if math.isnan(mean) else " (n = 1 seed)")
     return f"{_number(mean, spec)} [{_number(low, spec)}, {_number(high, spec)}]"
@@ -448,11 +660,21 @@ def _runs(runs: Sequence[Run]) -> str:
     return (text if len(runs) != 1 else "1 seed") + (f", {unfinished} unfinished" if unfinished else "")
 
 
-def _what(counts: Sequence[int], interval: str = "mean over seeds, 95% bootstrap CI") -> str:
-    """What a table's or figure's estimates are, from how many runs each is over: no interval for single runs."""
+def _what(counts: Sequence[int], stratified: bool = False) -> str:
+    """What a table's or figure's estimates are, from how many runs each is over: the mean over seeds with their
+    range, or a 95% bootstrap CI from MIN_SEEDS_FOR_CI seeds (see interval_of); no interval for single runs."""
     if max(counts, default=1) <= 1:
         return "n = 1 seed"
-    return interval + ("" if min(counts) > 1 else " where n > 1")
+    kinds = sorted({interval_of(count) for count in counts} - {""}, reverse=True)  # "range" first
+    if stratified:
+        text = "95% stratified bootstrap CI"
+    elif kinds == ["range"]:
+        text = "mean over seeds [range: min, max]"
+    elif kinds == ["95% bootstrap CI"]:
+        text = "mean over seeds, 95% bootstrap CI"
+    else:
+        text = f"mean over seeds [range: min, max] below {MIN_SEEDS_FOR_CI} seeds, from {MIN_SEEDS_FOR_CI} 95% bootstrap CI"
+    return text + ("" if min(counts) > 1 else " where n > 1")
 
 
 def _markdown(title: str, header: Sequence[str], lines: Sequence[Sequence[str]], left: int = 2) -> str:
@@ -460,34 +682,38 @@ def _markdown(title: str, header: Sequence[str], lines: Sequence[Sequence[str]],
     return title + "\n\n" + "\n".join("| " + " | ".join(row) + " |" for row in [header, aligns, *lines])
 
 
-def tables(comparison: Comparison, last_episodes: int, max_diagnostic_rows: int = 8) -> str:
-    """The report's Markdown tables (the CSV holds every number); the last-steps score beside the final score when
-    the comparison has one."""
-    groups, aggregates, last_steps = comparison.groups, comparison.aggregates, comparison.last_steps
-    final = f"final score (last {last_episodes} games)"
-    recent = [f"score (last {last_steps:,} steps)"] if last_steps else []
+def tables(comparison: Comparison, max_diagnostic_rows: int = 8) -> str:
+    """The report's Markdown tables (the CSV holds every number): the headline score per game and variant with every
+    seed's, then every run, the aggregates across games and the diagnostics."""
+    groups, last_episodes = comparison.groups, comparison.last_episodes
+    score = f"score (last {comparison.last_steps:,} steps)"
+    games = [f"last {last_episodes} games"] if last_episodes else []
     lines = []
     for g in groups:
-        for run, score, recent_score in zip(g.runs, g.final_scores, g.last_steps_scores):
+        by_seed = ", ".join(f"{run.seed}: {_number(value, SCORE)}" for run, value in zip(g.runs, g.scores))
+        more = [_estimate(g.last_games_score, SCORE)] if last_episodes else []
+        lines.append(
+            [g.game, g.label, _runs(g.scored), _estimate(g.score, SCORE), by_seed, *more, _estimate(g.area, SCORE)]
+        )
+    header = ["game", "variant", "runs", score, "by seed (seed: score)", *games, "area under the curve"]
+    what = f"mean return of the games that ended in each run's last {comparison.last_steps:,} steps"
+    parts = [_markdown(f"Score: the {what} ({_what([len(g.scored) for g in groups])})", header, lines)]
+
+    lines = []
+    for g in groups:
+        for run, value, games_value in zip(g.runs, g.scores, g.last_games_scores):
             status = run.status if run.status == "finished" else f"NOT FINISHED ({run.status})"
-            cells = [os.path.basename(run.path), status, str(run.seed), f"{run.last_step:,}", _number(score, SCORE)]
-            lines.append([g.game, g.label, *cells, *([_number(recent_score, SCORE)] if last_steps else [])])
-    parts = [_markdown("Runs", ["game", "variant", "run", "status", "seed", "steps", final, *recent], lines, left=4)]
+            more = [_number(games_value, SCORE)] if last_episodes else []
+            cells = [run_name(run), status, str(run.seed), f"{run.last_step:,}", _number(value, SCORE), *more]
+            lines.append([g.game, g.label, *cells])
+    parts.append(_markdown("Runs", ["game", "variant", "run", "status", "seed", "steps", score, *games], lines, left=4))
 
-    lines = []
-    for g in groups:
-        scores = [_estimate(g.final, SCORE), *([_estimate(g.last_steps_score, SCORE)] if last_steps else [])]
-        lines.append([g.game, g.label, _runs(g.scored), *scores, _estimate(g.area, SCORE)])
-    header = ["game", "variant", "runs", final, *recent, "area under the curve"]
-    parts.append(_markdown(f"Scores per game ({_what([len(g.scored) for g in groups])})", header, lines))
-
-    if aggregates:
+    if comparison.aggregates:
         lines = [[a.label, "+".join(a.games), str(sum(a.runs_per_game)),
-                  *(_estimate(e, NORMALIZED) for e in a.estimates.values())] for a in aggregates]  # fmt: skip
-        what = _what([max(a.runs_per_game) for a in aggregates], "95% stratified bootstrap CI")
+                  *(_estimate(e, NORMALIZED) for e in a.estimates.values())] for a in comparison.aggregates]  # fmt: skip
+        what = _what([max(a.runs_per_game) for a in comparison.aggregates], stratified=True)
         header = ["variant", "games", "runs", "mean", "median", "IQM"]
-        of = f" (last {last_episodes} games)" if last_steps else ""  # which of the two scores
-        parts.append(_markdown(f"Human-normalised final scores{of} across games ({what})", header, lines))
+        parts.append(_markdown(f"Human-normalised scores across games ({what})", header, lines))
 
     lines, formats = [], DIAGNOSTIC_FORMATS.items()
     for g in groups:  # up to max_diagnostic_rows evenly spaced captures per variant, always the last one
@@ -505,10 +731,12 @@ def tables(comparison: Comparison, last_episodes: int, max_diagnostic_rows: int 
 
 def write_csv(comparison: Comparison, path: str) -> None:
     """Every number, one per row: each run's scores and the step it reached, the per-game estimates, the learning curve
-    as the figures draw it (metric episodic_return: the mean over seeds at the end of each window, with its 95% CI),
-    the diagnostics, the aggregates. The last-steps score, when the comparison has one, is score_last_<N>_steps."""
+    as the figures draw it (metric episodic_return: the mean over seeds at the end of each window, with its
+    interval), the diagnostics, the aggregates. The headline score is score_last_<N>_steps, the mean return of the
+    last games, when asked for, score_last_<N>_games; human_normalized and the aggregates are of the headline."""
     differing = differing_settings(comparison.labels)
-    recent = f"score_last_{comparison.last_steps}_steps"
+    headline = f"score_last_{comparison.last_steps}_steps"
+    last_games = f"score_last_{comparison.last_episodes}_games"
 
     def variant(where: str, v: Variant) -> list:
         said = "; ".join(f"{name}={'n/a' if value is UNRECORDED else value}" for name, value in differing[v].items())
@@ -518,32 +746,28 @@ def write_csv(comparison: Comparison, path: str) -> None:
         out = csv.writer(f)
         out.writerow(CSV_COLUMNS)
         for g in comparison.groups:
-            for run, score, recent_score, area in zip(g.runs, g.final_scores, g.last_steps_scores, g.areas):
+            for run, score, games_score, area in zip(g.runs, g.scores, g.last_games_scores, g.areas):
                 hns = human_normalized(score, g.game) if g.game in ATARI_REFERENCE_SCORES else math.nan
-                values = [("final_score", score), ("auc", area), ("human_normalized", hns)]
-                values += [(recent, recent_score)] if comparison.last_steps else []
-                for metric, value in [*values, ("last_step", run.last_step)]:
-                    cells = [metric, "", 1, value, math.nan, math.nan, run.path, run.seed, run.status]
+                values = [(headline, score), *([(last_games, games_score)] if comparison.last_episodes else [])]
+                for metric, value in [*values, ("auc", area), ("human_normalized", hns), ("last_step", run.last_step)]:
+                    cells = [metric, "", 1, value, math.nan, math.nan, "", run.path, run.seed, run.status]
                     out.writerow(["run", *variant(g.game, g.variant), *cells])
-            scores = [("final_score", len(g.scored), g.final), ("auc", len(g.scored), g.area)]
-            if comparison.last_steps:
-                scores.append((recent, int(np.sum(~np.isnan(g.last_steps_scores))), g.last_steps_score))
-            for metric, count, estimate in scores:
-                out.writerow(["score", *variant(g.game, g.variant), metric, "", count, *estimate, "", "", ""])
+            scores = [(headline, g.scores, g.score), ("auc", g.areas, g.area)]
+            scores += [(last_games, g.last_games_scores, g.last_games_score)] if comparison.last_episodes else []
+            for metric, values, estimated in scores:
+                seeds = int(np.sum(~np.isnan(values)))
+                out.writerow(["score", *variant(g.game, g.variant), metric, "", seeds, *estimated, "", "", ""])
             for step, curve in zip(g.grid, g.curves.T) if g.scored else ():  # the figures' bootstrap: 10,000, seed 0
                 defined = curve[~np.isnan(curve)]
-                estimate = mean_ci(defined, 10_000, 0)
-                out.writerow(
-                    ["curve", *variant(g.game, g.variant), "episodic_return", step, len(defined), *estimate, "", "", ""]
-                )
+                cells = ["episodic_return", step, len(defined), *estimate(defined, 10_000, 0), "", "", ""]
+                out.writerow(["curve", *variant(g.game, g.variant), *cells])
             for metric, estimates in g.diagnostics.items():
-                for step, count, estimate in zip(g.steps, g.counts, estimates):
-                    out.writerow(
-                        ["diagnostics", *variant(g.game, g.variant), metric, step, count, *estimate, "", "", ""]
-                    )
+                for step, count, values in zip(g.steps, g.counts, estimates):
+                    cells = [metric, step, count, *values, interval_of(count), "", "", ""]
+                    out.writerow(["diagnostics", *variant(g.game, g.variant), *cells])
         for a in comparison.aggregates:
-            for name, estimate in a.estimates.items():
-                cells = [f"hns_{name}", "", sum(a.runs_per_game), *estimate, "", "", ""]
+            for name, estimated in a.estimates.items():
+                cells = [f"hns_{name}", "", sum(a.runs_per_game), *estimated, "", "", ""]
                 out.writerow(["aggregate", *variant("+".join(a.games), a.variant), *cells])
 
 
@@ -574,8 +798,9 @@ def _y_limits(ax, values: Sequence[np.ndarray], floor: float | None = None) -> N
 
 
 def plot(comparison: Comparison, folder: str, reps: int, seed: int) -> list[str]:
-    """PNG figures per game: the learning curves and the representation's diagnostics, with shaded 95% CIs; a variant
-    has one colour in every figure, the legend below the plots."""
+    """PNG figures per game: the learning curves and the representation's diagnostics, shaded as the tables' intervals
+    (the seeds' range, or 95% CIs from MIN_SEEDS_FOR_CI seeds); a variant has one colour in every figure, the legend
+    below the plots."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -590,7 +815,7 @@ def plot(comparison: Comparison, folder: str, reps: int, seed: int) -> list[str]
             fig, ax = plt.subplots(figsize=(6.4, 4.2 + 0.2 * len(groups)), layout="constrained")
             drawn = []
             for g in groups:  # the mean and CI over the runs defined at each point
-                mean, low, high = np.array([mean_ci(c[~np.isnan(c)], reps, seed) for c in g.curves.T]).T
+                mean, low, high = np.array([estimate(c[~np.isnan(c)], reps, seed)[:3] for c in g.curves.T]).T
                 ax.plot(g.grid, mean, label=f"{g.label}, {_runs(g.scored)}", **styles[g.variant])
                 ax.fill_between(g.grid, low, high, color=styles[g.variant]["color"], alpha=0.2, linewidth=0)
                 drawn += [mean, low, high]
@@ -628,21 +853,43 @@ def plot(comparison: Comparison, folder: str, reps: int, seed: int) -> list[str]
     return written
 
 
+def _publish(folders: Sequence[str], runs_dir: str) -> int:
+    """--publish: a record of each run folder given, or one line per run that cannot be published (exit status 1)."""
+    failed = False
+    for folder in folders:
+        try:
+            print(f"published {publish(folder, runs_dir)}")
+        except (ValueError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed = True
+    return int(failed)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Compare runs over seeds: scores, normalised aggregates, diagnostics.")
-    parser.add_argument("folders", nargs="+", help="run folders, or folders that hold runs (e.g. runs)")
-    parser.add_argument("--last-episodes", type=int, default=100, help="games per run in the final score (100)")
+    parser.add_argument(
+        "folders", nargs="+", help="run folders, published records (.json), or folders that hold them (e.g. runs)"
+    )
     parser.add_argument(
         "--last-steps",
         type=int,
-        help="also score each run by the mean return of the games that ended in its last N steps (up to the horizon)",
+        default=HEADLINE_STEPS,
+        help="the score: the mean return of the games that ended in each run's last N steps (100,000)",
     )
-    parser.add_argument("--steps", type=int, help="runs up to this step; shorter runs left out (default: the shortest)")
+    parser.add_argument("--last-episodes", type=int, help="also each run's mean return of its last N games")
+    parser.add_argument("--steps", type=int, help="runs up to this step; shorter runs left out (default: see --help)")
     parser.add_argument("--points", type=int, default=50, help="windows of the learning curve (50)")
     parser.add_argument("--bootstrap", type=int, default=10_000, help="bootstrap replicates (10,000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (0)")
     parser.add_argument("--csv", help="also write every number to this CSV file")
     parser.add_argument("--plot", metavar="DIR", help="also write PNG figures per game to this folder (matplotlib)")
+    parser.add_argument(
+        "--publish", metavar="DIR", help="write a record of each finished run folder given to DIR, and nothing else"
+    )
+    parser.epilog = (
+        "A game's runs are compared up to the step its shortest run reached; a run that reached less than half the "
+        "median step of the game's runs is left out instead (--steps N: every run up to step N)."
+    )
     args = parser.parse_args(argv)
 
     counts = {
@@ -653,26 +900,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         "steps": args.steps,
     }
     errors = [f"--{flag} must be at least 1" for flag, value in counts.items() if value is not None and value < 1]
-    errors += [f"{folder}: no such folder" for folder in args.folders if not os.path.isdir(folder)]
+    errors += [f"{folder}: no such folder or file" for folder in args.folders if not os.path.exists(folder)]
     csv_folder = os.path.dirname(os.path.abspath(args.csv or "."))
     errors += [] if os.path.isdir(csv_folder) else [f"--csv {args.csv}: folder {csv_folder} does not exist"]
     errors += ["--plot needs matplotlib (pip install matplotlib)"] if args.plot and not find_spec("matplotlib") else []
     if errors:
         print(f"error: {errors[0]}", file=sys.stderr)
         return 2
+    if args.publish:
+        return _publish(args.folders, args.publish)
 
-    runs = []
-    for folder in find_run_folders(args.folders):
+    runs, damaged = [], []
+    for path in find_run_folders(args.folders):
         try:
-            runs.append(read_run(folder))
+            runs.append(read_run(path))
         except (ValueError, TypeError, OSError) as err:  # TypeError: an args.json field of the wrong type
-            print(f"warning: skipped {folder}: {err}", file=sys.stderr)
+            if os.path.isfile(path):  # a published record is whole or absent: a damaged one is an error
+                damaged.append(f"error: {path}: {err}")
+            else:  # a run folder may be one being written
+                print(f"warning: skipped {path}: {err}", file=sys.stderr)
+    if damaged:
+        print("\n".join(damaged), file=sys.stderr)
+        return 1
     if not runs:
         print(f"error: no readable runs in {', '.join(args.folders)}", file=sys.stderr)
         return 1
 
     comparison = compare(runs, args.last_episodes, args.points, args.bootstrap, args.seed, args.steps, args.last_steps)
-    print(f"{len(runs)} runs\n\n{tables(comparison, args.last_episodes)}")
+    print(f"{len(runs)} runs" + "".join(f"\n{line}" for line in comparison.cuts))
+    print(f"\n{tables(comparison)}")
     print("".join(f"note: {note}\n" for note in comparison.notes), end="")
     if args.csv:
         write_csv(comparison, args.csv)

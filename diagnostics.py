@@ -295,19 +295,24 @@ _HEADER = f"{'dead':>7} {'dormant':>7} {'srank':>6} {'erank':>8}"
 _CELLS = "{dead_fraction:7.4f} {dormant_fraction:7.4f} {srank:6d} {effective_rank:8.2f}"
 
 
-def _variant(run_dir: str) -> str | None:
-    """'tanh+hadamard 512 seed 1' (activation, product or not, width, seed) from the run's args.json, if readable."""
-    folder = os.path.abspath(run_dir)
-    if os.path.basename(folder) == "activations" and not os.path.exists(os.path.join(folder, "args.json")):
-        folder = os.path.dirname(folder)  # given the activations folder itself
+def _variants(run_dirs: Sequence[str]) -> list[str | None]:
+    """Each run's variant as compare_runs.py labels it among the runs given, and its seed ("pqn, tanh+hadamard, 512,
+    seed 1": one labelling rule for both); None without a readable args.json."""
+    import compare_runs
     import run_management
 
-    args = run_management.read_run_folder(folder)[0]
-    try:
-        product = "+hadamard" if args["hadamard"] is True else ""
-        return f"{args['activation']}{product} {args['hidden_dim']} seed {args['seed']}"
-    except (KeyError, TypeError):  # no readable args.json (None), or not a run's
-        return None
+    found = []
+    for run_dir in run_dirs:
+        folder = os.path.abspath(run_dir)
+        if os.path.basename(folder) == "activations" and not os.path.exists(os.path.join(folder, "args.json")):
+            folder = os.path.dirname(folder)  # given the activations folder itself
+        args, status = run_management.read_run_folder(folder)
+        try:
+            found.append(None if args is None else (compare_runs.variant_of(args, status), int(args["seed"])))
+        except (KeyError, TypeError, ValueError):  # not a run's args.json
+            found.append(None)
+    labels = compare_runs.variant_labels({variant for variant, _ in filter(None, found)})
+    return [None if run is None else f"{labels[run[0]]}, seed {run[1]}" for run in found]
 
 
 def _read_run(run_dir: str, overrides: Mapping[str, float]) -> tuple[dict[int, dict[str, dict]], bool]:
@@ -390,14 +395,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    runs: list[tuple[str, str, dict]] = []  # (label, variant, {step: {layer: metrics}})
+    read: list[tuple[str, dict]] = []  # (folder, {step: {layer: metrics}}) of the runs with metrics
     all_read = True
     for run_dir in args.run_dirs:
         results, complete = _read_run(run_dir, overrides)
         all_read &= complete
-        if not results:
-            continue
-        variant = _variant(run_dir)
+        if results:
+            read.append((run_dir, results))
+    runs: list[tuple[str, str, dict]] = []  # (label, variant, {step: {layer: metrics}})
+    for (run_dir, results), variant in zip(read, _variants([run_dir for run_dir, _ in read])):
         if variant is None:
             print(f"warning: {run_dir}: no readable args.json, variant unknown", file=sys.stderr)
         name = os.path.basename(os.path.normpath(run_dir))

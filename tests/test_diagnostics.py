@@ -549,10 +549,13 @@ def legend_and_rows(out):
 
 
 def write_args(run, activation="tanh", hadamard=True, hidden_dim=16, seed=1):
-    """The fields of a run's args.json the command line reads (a real one holds every argument)."""
+    """Some fields of a DQN run's args.json (a real one holds every argument) and its status.json's script: the
+    command line labels a run as compare_runs.py does."""
     run.mkdir(parents=True, exist_ok=True)
-    fields = {"activation": activation, "hadamard": hadamard, "hidden_dim": hidden_dim, "seed": seed}
+    fields = {"exp_name": "dqn_atari_hadamard", "activation": activation, "hadamard": hadamard,
+              "hidden_dim": hidden_dim, "seed": seed}  # fmt: skip
     (run / "args.json").write_text(json.dumps(fields))
+    (run / "status.json").write_text(json.dumps({"script": "dqn_atari_hadamard.py", "status": "finished"}))
 
 
 def test_cli_reports_steps_skips_corrupt_file_and_writes_csv(tmp_path):
@@ -582,7 +585,7 @@ def test_cli_reports_steps_skips_corrupt_file_and_writes_csv(tmp_path):
         f"error: cannot read activation file {run / 'activations' / 'step_1000.npz'} (not an .npz file)"
     ]
     legend, rows = legend_and_rows(result.stdout)
-    assert legend == [f"run 1: {run.name}, tanh+hadamard 16 seed 3"]
+    assert legend == [f"run 1: {run.name}, dqn, tanh+hadamard, 16, seed 3"]
     assert [r[0] for r in rows] == ["300"] * 6 + ["2000"] * 6  # sorted numerically
     assert [r[1] for r in rows[:6]] == list(acts)
     srank_300 = expected[300]["representation"]["srank"]
@@ -594,7 +597,7 @@ def test_cli_reports_steps_skips_corrupt_file_and_writes_csv(tmp_path):
     assert list(records[0]) == ["run", "variant", "step", "layer", *D.METRICS]
     for r in records:
         values = expected[int(r["step"])][r["layer"]]
-        assert r["run"] == run.name and r["variant"] == "tanh+hadamard 16 seed 3"
+        assert r["run"] == run.name and r["variant"] == "dqn, tanh+hadamard, 16, seed 3"
         assert int(r["srank"]) == values["srank"]
         assert float(r["dead_fraction"]) == values["dead_fraction"]
         assert float(r["dormant_fraction"]) == values["dormant_fraction"]
@@ -633,7 +636,7 @@ def test_cli_prints_what_it_can_and_fails_for_an_unreadable_folder(tmp_path, cap
     out, err = capsys.readouterr()
     assert err.splitlines() == [f"error: {locked / 'activations'}: permission denied"]
     legend, rows = legend_and_rows(out)
-    assert legend == ["run 1: good, relu 1024 seed 1"]
+    assert legend == ["run 1: good, dqn, relu, 1024, seed 1"]
     assert len(rows) == 6
 
 
@@ -649,7 +652,7 @@ def test_cli_runs_side_by_side_in_process(tmp_path, capsys):
     assert D.main([str(tmp_path / "run_a"), str(tmp_path / "run_b" / "activations"), "--dormant-tau", "0.5"]) == 0
     out = capsys.readouterr().out
     legend, rows = legend_and_rows(out)
-    assert legend == ["run 1: run_a, tanh+hadamard 16 seed 1", "run 2: activations, tanh 32 seed 1"]
+    assert legend == ["run 1: run_a, dqn, tanh+hadamard, 16, seed 1", "run 2: activations, dqn, tanh, 32, seed 1"]
     assert out.splitlines()[3].split() == ["run", "1", "run", "2"]
     assert out.splitlines()[4].split() == ["step", "layer"] + ["dead", "dormant", "srank", "erank"] * 2
     step10 = [row for row in rows if row[0] == "10"]
