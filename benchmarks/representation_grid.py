@@ -14,7 +14,7 @@ starts its run, continues a stopped one from its checkpoint with --resume (inter
 keeps a finished one, and refuses a run it cannot continue (crashed, or stopped without a checkpoint), naming its
 folder. A run that finishes is published at once: its small record (compare_runs.publish) written to --published
 (GRID/published by default; docs/results/runs for the results pages). The tasks, one per line, go to GRID/tasks.txt
-and to `xargs -P --jobs`; with --slurm they are a Slurm job array instead.
+and to `xargs -P` (--jobs at a time); with --slurm they are a Slurm job array instead.
 
 The report is compare_runs.py's over the published runs of this algorithm and game (not GRID/runs: the records are
 what the pages are rebuilt from): each run's final score over its last --last-steps steps, written to --out (GRID by
@@ -271,7 +271,8 @@ def report(args) -> int:
     out = args.out or args.grid
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "tables.md"), "w") as f:
-        f.write(compare_runs.tables(comparison, last_episodes=100))
+        f.write("".join(f"{line}\n\n" for line in comparison.cuts))  # runs cut or left out, said first
+        f.write(compare_runs.tables(comparison))
         f.write("".join(f"\nNote: {note}\n" for note in comparison.notes))
     compare_runs.write_csv(comparison, os.path.join(out, "results.csv"))
     figures = compare_runs.plot(comparison, os.path.join(out, "figures"), reps=10_000, seed=0)
@@ -328,17 +329,16 @@ def main(argv=None) -> int:
         return submit(args, to_go)
     # finished runs too: a task publishes a finished run that its record lacks, and writes nothing when it has it
     me = f"{shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(__file__))} {args.algorithm}"
-    lines = [
-        f"{me} {shlex.quote(os.path.abspath(args.grid))} --task {i} {grid_options(args)}\n" for i in range(len(tasks))
-    ]
+    grid = shlex.quote(os.path.abspath(args.grid))
+    lines = [f"{me} {grid} --task {i} {grid_options(args)}" for i in range(len(tasks))]
     os.makedirs(args.grid, exist_ok=True)
     tasks_file = os.path.join(args.grid, "tasks.txt")
     with open(tasks_file, "w") as f:
-        f.write("".join(lines))
+        f.write("".join(f"{line}\n" for line in lines))
     print(f"{len(to_go)} runs to go, {args.jobs} at a time (one task per run, in {tasks_file})")
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))  # one thread per run
-    with open(tasks_file) as f:
-        done = subprocess.run(["xargs", "-P", str(args.jobs), "-I", "CMD", "sh", "-c", "CMD"], stdin=f, env=env)
+    xargs = ["xargs", "-0", "-P", str(args.jobs), "-I", "CMD", "sh", "-c", "CMD"]  # -0: the lines' quotes kept
+    done = subprocess.run(xargs, input="\0".join(lines), text=True, env=env)
     if done.returncode != 0:  # xargs: 123 when a task exited non-zero
         say("error: a run did not finish (its task said why above); run the same command again to continue it", True)
         return 1
