@@ -1,9 +1,10 @@
 """Representation diagnostics for the Hadamard-representation scripts, as docs/diagnostics.md defines them.
 
 On a layer's activations for a batch of probe states (n samples x d units; a conv layer's unit is a channel):
-the dead fraction (Kooi et al. 2024; a unit is dead when its local gradient, `LOCAL_GRADIENTS`, is below g on
-every sample: with g = 0.02 a tanh unit is dead when |a| > 0.99 everywhere, and a Hadamard unit follows the same
-rule on its product), the tau-dormant fraction (Sokar et al. 2023), srank_delta (Kumar et al. 2021) and the
+the dead fraction (Kooi et al. 2024; a unit is dead when its output lies in the activation's flat region on every
+sample: its local gradient, `LOCAL_GRADIENTS`, below g, so with g = 0.02 a tanh unit is dead when |a| > 0.99
+everywhere, and a Hadamard unit follows the same rule on its product; GELU and SiLU, `NON_MONOTONIC`, by the outputs
+of their flat negative tail, a product by its branches), the tau-dormant fraction (Sokar et al. 2023), srank_delta (Kumar et al. 2021) and the
 effective rank (Roy & Vetterli 2007). The scripts call `capture_activations` and `log_diagnostics`, which runs
 `compute_metrics` (on the values rounded to float16, so that live and offline numbers agree), `log_metrics` and,
 if asked, `save_activations` (read back by `load_activations`). The final hidden layer is `representation` in
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import os
@@ -31,18 +33,37 @@ import numpy as np
 if TYPE_CHECKING:  # torch is imported where it is used, so the command line starts quickly
     import torch
 
-# The activations the diagnostics can measure, each with its local gradient as a function of its output value a.
-# To support a new activation, add it here: the dead-unit rule reads it, and the scripts accept only these.
+# The activations the diagnostics can measure. A monotonic one's output determines its input, so its local gradient
+# is a function of its output value a. To support a new activation, add it here (or, if it dips below zero and comes
+# back like GELU, to NON_MONOTONIC): the dead-unit rule reads it, and the scripts accept only these.
 LOCAL_GRADIENTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "relu": lambda a: np.where(a > 0, 1.0, 0.0),
     "tanh": lambda a: 1.0 - a * a,
     "sigmoid": lambda a: a * (1.0 - a),
+}
+_erfc = np.vectorize(math.erfc, otypes=[float])  # exact far into the tail, where 1 + erf rounds to 0
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# x * gate(x), the gate rising from 0 to 1: a dip to a minimum below zero, then up. An output between the minimum and
+# 0 comes from two inputs, a flat one in the tail and a steep one near 0, so each has its function and derivative of
+# the input x; the dead rule reads the outputs of its flat tail (`flat_tail_floor`, docs/diagnostics.md).
+NON_MONOTONIC: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]] = {
+    "gelu": (  # x * Phi(x), torch's exact GELU
+        lambda x: x * 0.5 * _erfc(-x / math.sqrt(2.0)),
+        lambda x: 0.5 * _erfc(-x / math.sqrt(2.0)) + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi),
+    ),
+    "silu": (lambda x: x * _sigmoid(x), lambda x: _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x)))),  # x * sigmoid(x)
 }
 METRICS = ("dead_fraction", "dormant_fraction", "srank", "effective_rank")
 # The thresholds' defaults; each saved file keeps those its run used.
 THRESHOLDS = {"dead_threshold": 0.02, "dormant_tau": 0.025, "srank_delta": 0.01}
 
 _METADATA_KEY = "__metadata__"  # the npz entry holding the JSON metadata (not a layer name)
+_BRANCH_PREFIX = "hadamard_"  # the product's branches, hadamard_a and hadamard_b (and any more a network adds)
 _OLD_REPRESENTATION_NAME = "hadamard"  # the product layer's name in files written before it became "representation"
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -84,10 +105,49 @@ def to_float16(x: np.ndarray) -> np.ndarray:
 
 
 # ---- The metrics, on one checked (n, d) layer ----
-def dead_fraction(a: np.ndarray, activation: str, threshold: float = 0.02) -> float:
-    """Fraction of units whose local gradient is below `threshold` on every sample (a Hadamard layer: its product)."""
-    gradient = LOCAL_GRADIENTS[activation](np.asarray(a, dtype=np.float64))  # float16 would round the margin away
-    return float(np.all(gradient < threshold, axis=0).mean())
+def measurable(activation: str) -> bool:
+    """Whether the dead rule knows the activation (LOCAL_GRADIENTS or NON_MONOTONIC)."""
+    return activation in LOCAL_GRADIENTS or activation in NON_MONOTONIC
+
+
+@functools.lru_cache(maxsize=64)
+def flat_tail_floor(activation: str, threshold: float = 0.02) -> float:
+    """The lowest output of a NON_MONOTONIC activation's flat tail: act(x_g), x_g the first input, coming up from -40,
+    where |act'(x)| reaches `threshold` (or the minimum, when the dip is never that steep). GELU, g = 0.02: -0.00732."""
+    function, derivative = NON_MONOTONIC[activation]
+    x = np.linspace(-40.0, 0.0, 4001)  # steps of 0.01; the tail's slope grows smoothly from 0
+    slope = derivative(x)
+    first = int(np.argmax((np.abs(slope) >= threshold) | (slope > 0)))  # the slope at 0 is positive: always found
+    if first == 0:
+        return float(function(x[0]))
+    flat, steep = x[first - 1], x[first]
+    for _ in range(60):  # bisection down to float64's resolution
+        middle = 0.5 * (flat + steep)
+        slope = float(derivative(middle))
+        flat, steep = (middle, steep) if abs(slope) < threshold and slope < 0 else (flat, middle)
+    return float(function(flat))
+
+
+def flat_region(a: np.ndarray, activation: str, threshold: float = 0.02) -> np.ndarray:
+    """Per sample and unit, whether the output a lies where the activation is flat: its local gradient at a below
+    `threshold`, or for a NON_MONOTONIC activation, a within the outputs of its flat tail, [flat_tail_floor, 0]."""
+    a = np.asarray(a, dtype=np.float64)  # float16 would round the margin away
+    if activation in NON_MONOTONIC:
+        return (a >= flat_tail_floor(activation, threshold)) & (a <= 0)
+    return LOCAL_GRADIENTS[activation](a) < threshold
+
+
+def dead_fraction(
+    a: np.ndarray, activation: str, threshold: float = 0.02, branches: Sequence[np.ndarray] = ()
+) -> float:
+    """Fraction of units whose output lies in the activation's flat region on every sample. A Hadamard layer is judged
+    on its product a; but for a NON_MONOTONIC activation the product cannot tell, so give its `branches`: a product
+    unit is dead when, on every sample, one of its branches lies in its flat tail (a zero, as a dead ReLU branch)."""
+    if branches and activation in NON_MONOTONIC:
+        flat = np.logical_or.reduce([flat_region(branch, activation, threshold) for branch in branches])
+    else:
+        flat = flat_region(a, activation, threshold)
+    return float(np.all(flat, axis=0).mean())
 
 
 def dormant_scores(a: np.ndarray) -> np.ndarray:
@@ -134,7 +194,7 @@ def argument_rules(args) -> list[tuple[bool, str]]:
     on = args.diagnostics_interval > 0
     return [
         (
-            on and args.activation not in LOCAL_GRADIENTS,
+            on and not measurable(args.activation),
             f"--activation {args.activation}: diagnostics.py cannot measure it; add its local gradient to "
             "diagnostics.LOCAL_GRADIENTS (docs/diagnostics.md) or set --diagnostics-interval 0",
         ),
@@ -179,14 +239,23 @@ def compute_metrics(
 ) -> dict[str, dict[str, float]]:
     """{layer: {metric: value}} on the values rounded to float16; checks the layers, their kinds and thresholds."""
     check_thresholds(dead_threshold, dormant_tau, srank_delta)
-    metrics = {}
+    layers = {}
     for name, x in activations.items():
-        if kinds.get(name) not in LOCAL_GRADIENTS:
+        if not measurable(kinds.get(name)):
             raise ValueError(f"layer {name!r}: unknown activation {kinds.get(name)!r}, not in LOCAL_GRADIENTS")
-        a = to_float16(check_layer(x, f"layer {name!r}"))
+        layers[name] = to_float16(check_layer(x, f"layer {name!r}"))
+    branches = [a for name, a in layers.items() if name.startswith(_BRANCH_PREFIX)]  # the product's, if any
+    metrics = {}
+    for name, a in layers.items():
+        if name == "representation" and any(branch.shape != a.shape for branch in branches):
+            raise ValueError(
+                f"layer {name!r}: its branches' shapes {[b.shape for b in branches]} are not its {a.shape}"
+            )
         s = singular_values(a)
         metrics[name] = {
-            "dead_fraction": dead_fraction(a, kinds[name], dead_threshold),
+            "dead_fraction": dead_fraction(
+                a, kinds[name], dead_threshold, branches if name == "representation" else ()
+            ),
             "dormant_fraction": dormant_fraction(a, dormant_tau),
             "srank": srank(s, srank_delta),
             "effective_rank": effective_rank(s),
