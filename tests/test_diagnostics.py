@@ -144,48 +144,40 @@ def test_each_script_offers_exactly_the_activations_the_diagnostics_measure(scri
         assert not any(broken for broken, _ in D.argument_rules(args)), (script, name)
 
 
-def test_flat_tail_floor_by_hand():
-    """The flat tail's lowest output, act(x_g) where |act'(x_g)| = g coming up from the far tail (torch, rounded):
-    GELU'(-2.80) = -0.01961 (flat), GELU'(-2.78) = -0.02055 (steep), so x_g lies between and the floor between
-    GELU(-2.78) = -0.007556 and GELU(-2.80) = -0.007154; SiLU'(-5.5) = -0.01822, SiLU'(-5.0) = -0.02655: the floor
-    between SiLU(-5.0) = -0.03346 and SiLU(-5.5) = -0.02239. With g above the dip's steepest slope (GELU 0.129 at
-    -sqrt 2), the whole descent is flat: the floor is the minimum, GELU(-0.7518) = -0.16997."""
-    gelu, silu = D.flat_tail_floor("gelu", 0.02), D.flat_tail_floor("silu", 0.02)
-    assert -0.007556 < gelu < -0.007154 and -0.03346 < silu < -0.02239
-    assert gelu == pytest.approx(-0.0073209, abs=1e-7) and silu == pytest.approx(-0.0247072, abs=1e-7)
-    for name, floor in (("gelu", gelu), ("silu", silu)):  # at the floor's input, torch's slope is -g
-        function, _ = D.NON_MONOTONIC[name]
-        tail = np.linspace(-12, -1.5, 100_001)
-        x_g = tail[np.argmin(np.abs(function(tail) - floor))]
-        assert autograd(name, x_g)[1] == pytest.approx(-0.02, abs=1e-5)
-    assert D.flat_tail_floor("gelu", 0.05) == pytest.approx(-0.022128, abs=1e-6)  # a looser g: a longer tail
-    assert D.flat_tail_floor("gelu", 0.2) == pytest.approx(-0.169971, abs=1e-6)
-
-
-def gelu_outputs(pre_activations):
-    return autograd("gelu", pre_activations)[0]
+def test_flat_tail_edge_by_hand():
+    """x_g, where |act'| reaches g coming up from the far tail (torch's slopes, rounded): GELU'(-2.80) = -0.01961
+    (flat), GELU'(-2.78) = -0.02055 (steep); SiLU'(-5.5) = -0.01822, SiLU'(-5.0) = -0.02655. With g above the dip's
+    steepest slope (GELU 0.129, at -sqrt 2) the whole descent is flat, down to the minimum, x = -0.7518."""
+    gelu, silu = D.flat_tail_edge("gelu", 0.02), D.flat_tail_edge("silu", 0.02)
+    assert -2.80 < gelu < -2.78 and -5.5 < silu < -5.0
+    assert gelu == pytest.approx(-2.79158, abs=1e-5) and silu == pytest.approx(-5.37845, abs=1e-5)
+    for name, edge in (("gelu", gelu), ("silu", silu)):
+        assert autograd(name, edge)[1] == pytest.approx(-0.02, abs=1e-12)  # torch's slope there is -g
+    assert D.flat_tail_edge("gelu", 0.05) == pytest.approx(-2.34860, abs=1e-5)  # a looser g: a longer tail
+    assert D.flat_tail_edge("gelu", 0.2) == pytest.approx(-0.75179, abs=1e-5)
 
 
 def test_gelu_dead_units_by_hand():
-    """Dead: the output lies in the flat tail's outputs [-0.00732, 0] (g = 0.02) on every sample. Slopes (torch):
+    """Dead: the input lies in the flat tail, below x_g = -2.79 (g = 0.02), on every sample. Slopes (torch):
     GELU'(-3) = -0.0119, GELU'(-2.5) = -0.0376, GELU'(-0.7518) = 0 (the minimum), GELU'(-0.01) = 0.49."""
     n = 8
-    x = np.full((n, 7), -3.0)  # unit 0: in the tail, GELU(-3) = -0.00405: dead
-    x[:, 1] = -2.5  # unit 1: GELU(-2.5) = -0.0155, below the floor: the tail's steeper part, alive
-    x[:, 2] = np.linspace(-12, -3, n)  # unit 2: deep in the tail, outputs -0.00405 up to -0.0: dead
-    x[:, 3] = -0.7518  # unit 3: the minimum, -0.16997: its slope is 0 but it is no flat region, alive
+    x = np.full((n, 7), -3.0)  # unit 0: in the tail: dead
+    x[:, 1] = -2.5  # unit 1: the tail's steeper part: alive
+    x[:, 2] = np.linspace(-12, -3, n)  # unit 2: deep in the tail: dead
+    x[:, 3] = -0.7518  # unit 3: the minimum: its slope is 0 but it is no flat region, alive
     x[5, 4] = 1.0  # unit 4: in the tail but for one sample: alive
     x[:, 5] = np.linspace(-4, 2, n)  # unit 5: alive
-    x[:, 6] = -0.01  # unit 6: GELU(-0.01) = -0.00496, an output of the tail too: counted dead, slope 0.49
-    a = gelu_outputs(x)
+    x[:, 6] = -0.01  # unit 6: GELU(-0.01) = -0.00496, an output the tail gives too (GELU(-2.9)): alive
+    a = autograd("gelu", x)[0]
+    assert D.dead_fraction(a, "gelu", inputs=x) == pytest.approx(2 / 7)
+    assert D.dead_fraction(a, "gelu", inputs=x.astype(np.float16)) == pytest.approx(2 / 7)
+    assert D.dead_fraction(a, "gelu", threshold=0.05, inputs=x) == pytest.approx(3 / 7)  # x_g = -2.35: unit 1 too
+    # without the inputs, the outputs of the tail, [GELU(x_g), 0] = [-0.00732, 0]: unit 6 cannot be told apart
     assert D.dead_fraction(a, "gelu") == pytest.approx(3 / 7)
     assert D.dead_fraction(a.astype(np.float16), "gelu") == pytest.approx(3 / 7)
-    assert D.dead_fraction(a[:, :6], "gelu") == pytest.approx(2 / 6)
-    # g = 0.05 (floor -0.0221) lengthens the tail: unit 1 joins it
-    assert D.dead_fraction(a, "gelu", threshold=0.05) == pytest.approx(4 / 7)
-    # SiLU: SiLU(-6) = -0.0148 in its tail (floor -0.0247, slope -0.0123); SiLU(-5) = -0.0335 below it
-    silu = autograd("silu", np.array([[-6.0, -5.0]] * n))[0]
-    assert D.dead_fraction(silu, "silu") == pytest.approx(1 / 2)
+    # SiLU: x_g = -5.38; -6 lies in its tail (slope -0.0123), -5 not (-0.0265)
+    x = np.array([[-6.0, -5.0]] * n)
+    assert D.dead_fraction(autograd("silu", x)[0], "silu", inputs=x) == pytest.approx(1 / 2)
 
 
 def test_gelu_product_is_dead_where_a_branch_is_in_its_tail_on_every_sample():
@@ -200,18 +192,45 @@ def test_gelu_product_is_dead_where_a_branch_is_in_its_tail_on_every_sample():
     xa[3, 3], xb[3, 3] = 1.0, 1.0  # unit 3: a in the tail but for one sample, where neither is: alive
     xa[:, 4], xb[:, 4] = -2.0, -2.0  # unit 4: both on the steeper part of the tail: alive
     xa[:, 5], xb[:, 5] = -4.0, -4.0  # unit 5: both in the tail: dead
-    a, b = gelu_outputs(xa), gelu_outputs(xb)
-    assert D.dead_fraction(a * b, "gelu", branches=[a, b]) == pytest.approx(3 / 6)
+    a, b = autograd("gelu", xa)[0], autograd("gelu", xb)[0]
+    assert D.dead_fraction(a * b, "gelu", branches=[(a, xa), (b, xb)]) == pytest.approx(3 / 6)
+    assert D.dead_fraction(a * b, "gelu", branches=[(a, None), (b, None)]) == pytest.approx(3 / 6)  # outputs only
     assert D.dead_fraction(a * b, "gelu") == 0.0  # judged on the product's output alone, every unit looks alive
-    acts = {"hadamard_a": a, "hadamard_b": b, "representation": a * b}
-    dead = {name: m["dead_fraction"] for name, m in D.compute_metrics(acts, D.layer_kinds(acts, "gelu")).items()}
+    acts = {"hadamard_a": a, "hadamard_a.input": xa, "hadamard_b": b, "hadamard_b.input": xb, "representation": a * b}
+    kinds = D.layer_kinds(["hadamard_a", "hadamard_b", "representation"], "gelu")
+    dead = {name: m["dead_fraction"] for name, m in D.compute_metrics(acts, kinds).items()}
     assert dead == {"hadamard_a": pytest.approx(2 / 6), "hadamard_b": pytest.approx(1 / 6), "representation": 0.5}
-    # a plain GELU layer (no branches captured) is judged on its own output
-    plain = D.compute_metrics({"representation": a}, {"representation": "gelu"})
-    assert plain["representation"]["dead_fraction"] == pytest.approx(2 / 6)
+    # a plain GELU layer is judged on its own inputs
+    plain = D.compute_metrics({"representation": a, "representation.input": xa}, {"representation": "gelu"})
+    assert list(plain) == ["representation"] and plain["representation"]["dead_fraction"] == pytest.approx(2 / 6)
     # the monotonic activations keep their rule on the product's output, branches given or not
     t = np.tanh(xa)
-    assert D.dead_fraction(t * t, "tanh", branches=[t, t]) == D.dead_fraction(t * t, "tanh")
+    assert D.dead_fraction(t * t, "tanh", branches=[(t, xa), (t, xa)]) == D.dead_fraction(t * t, "tanh")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("hadamard", [True, False])
+def test_capture_keeps_the_inputs_of_the_activation_and_files_keep_them_for_gelu(script, hadamard, tmp_path):
+    module = importlib.import_module(script)
+    network_class = module.Agent if hasattr(module, "Agent") else module.QNetwork
+    probe = torch.randint(0, 256, (72, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    network = network_class(4, "gelu", hadamard, 16)
+    acts = D.capture_activations(network, probe, chunk_size=32)  # chunks of 32, 32 and 8
+    made_by_act = ["hadamard_a", "hadamard_b"] if hadamard else ["representation"]
+    assert [name for name in acts if name.endswith(".input")] == [f"{name}.input" for name in made_by_act]
+    for name in made_by_act:  # the inputs are those that give the outputs
+        outputs = torch.nn.functional.gelu(torch.from_numpy(acts[f"{name}.input"]))
+        np.testing.assert_allclose(outputs.numpy(), acts[name], rtol=1e-6, atol=1e-7)
+    assert network.act is module.ACTIVATIONS["gelu"]  # put back after the capture
+    live = D.log_diagnostics(None, 5, acts, hidden_activation="gelu", save_dir=str(tmp_path / "gelu"))
+    assert list(live) == [name for name in acts if not name.endswith(".input")]
+    _, loaded, kinds, thresholds = D.load_activations(str(tmp_path / "gelu" / "step_5.npz"))
+    assert set(loaded) == set(acts) and D.compute_metrics(loaded, kinds, **thresholds) == live
+    # a monotonic activation's output determines its input: its files stay as they were
+    tanh = D.capture_activations(network_class(4, "tanh", hadamard, 16), probe)
+    D.log_diagnostics(None, 5, tanh, hidden_activation="tanh", save_dir=str(tmp_path / "tanh"))
+    _, loaded, _, _ = D.load_activations(str(tmp_path / "tanh" / "step_5.npz"))
+    assert not any(name.endswith(".input") for name in loaded)
 
 
 def test_tanh_dead_units():
@@ -372,9 +391,15 @@ def test_conv_dormant_is_per_channel_and_matches_spatial_means():
         (
             lambda: D.compute_metrics(
                 {"hadamard_a": np.zeros((4, 3)), "representation": np.zeros((4, 2))},
-                {"hadamard_a": "gelu"} | {"representation": "gelu"},
+                {"hadamard_a": "gelu", "representation": "gelu"},
             ),
             "its branches' shapes",
+        ),
+        (
+            lambda: D.compute_metrics(
+                {"representation": np.zeros((4, 2)), "hadamard_a.input": np.zeros((4, 2))}, {"representation": "gelu"}
+            ),
+            "not the inputs of a layer",
         ),
         (lambda: D.compute_metrics({"conv1": np.zeros((4, 2))}, {}), "unknown activation"),
         (lambda: D.compute_metrics({"conv1": np.zeros((4, 2))}, {"conv1": "relu"}, dormant_tau=-1), "dormant_tau"),
