@@ -162,7 +162,6 @@ def stack_frames(stacks: np.ndarray, frames: np.ndarray, fresh: np.ndarray) -> n
     return stacks
 
 
-# of the final hidden layer (a new one: docs/diagnostics.md)
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "gelu": F.gelu, "silu": F.silu}
 
 
