@@ -118,9 +118,12 @@ def off_along_the_chain(script, states, learnt, wanted) -> str:
     start, position = states[worst]
     cut = position == start + TIME_LIMIT - 1 and position < LENGTH - 1
     where = ", the last step before the time limit cuts its game" if cut else ""
-    upstream = [abs(v) for (_, p), v in zip(states, learnt) if p < LENGTH - 2]
-    if max(upstream) < 0.2:
-        where += "; every value two or more steps before the reward is near 0: nothing is bootstrapped"
+    cut_games = np.array([start + TIME_LIMIT < LENGTH for start, _ in states])  # the time limit ends them
+    if np.abs(learnt[cut_games]).max() < 0.2:
+        if (errors[~cut_games] < TOLERANCE[script]).all():
+            where += "; every state of the games the time limit cuts learnt about 0, the others their values"
+        else:
+            where += "; every state of the games the time limit cuts learnt about 0: nothing is bootstrapped"
     return (
         f"{script}'s values are off by {errors[worst]:.3f} (tolerance {TOLERANCE[script]}) at start {start} position "
         f"{position}{where}. The loop bootstraps from the wrong value, or treats a truncation as terminal: check "
