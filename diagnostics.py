@@ -1,13 +1,15 @@
 """Representation diagnostics for the Hadamard-representation scripts, as docs/diagnostics.md defines them.
 
 On a layer's activations for a batch of probe states (n samples x d units; a conv layer's unit is a channel):
-the dead fraction (Kooi et al. 2024; a unit is dead when its local gradient, `LOCAL_GRADIENTS`, is below g on
-every sample: with g = 0.02 a tanh unit is dead when |a| > 0.99 everywhere, and a Hadamard unit follows the same
-rule on its product), the tau-dormant fraction (Sokar et al. 2023), srank_delta (Kumar et al. 2021) and the
-effective rank (Roy & Vetterli 2007). The scripts call `capture_activations` and `log_diagnostics`, which runs
-`compute_metrics` (on the values rounded to float16, so that live and offline numbers agree), `log_metrics` and,
-if asked, `save_activations` (read back by `load_activations`). The final hidden layer is `representation` in
-every variant, so that a run and its baseline share one chart per metric.
+the dead fraction (Kooi et al. 2024; a unit is dead when it sits in the activation's flat region on every sample:
+its local gradient, `LOCAL_GRADIENTS`, below g, so with g = 0.02 a tanh unit is dead when |a| > 0.99 everywhere,
+and a Hadamard unit follows the same rule on its product; GELU and SiLU, `NON_MONOTONIC`, when their input lies in
+their flat negative tail, a product when one branch's does), the tau-dormant fraction (Sokar et al. 2023),
+srank_delta (Kumar et al. 2021) and the effective rank (Roy & Vetterli 2007). The scripts call
+`capture_activations` and `log_diagnostics`, which runs `compute_metrics` (on the values rounded to float16, so
+that live and offline numbers agree), `log_metrics` and, if asked, `save_activations` (read back by
+`load_activations`). The final hidden layer is `representation` in every variant, so that a run and its baseline
+share one chart per metric.
 
 Command line: `python diagnostics.py runs/<run> [runs/<other> ...] [--csv FILE]` prints the metrics of the saved
 files, a row per (step, layer) and a group of columns per run (see --help).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import os
@@ -31,18 +34,38 @@ import numpy as np
 if TYPE_CHECKING:  # torch is imported where it is used, so the command line starts quickly
     import torch
 
-# The activations the diagnostics can measure, each with its local gradient as a function of its output value a.
-# To support a new activation, add it here: the dead-unit rule reads it, and the scripts accept only these.
+# The activations the diagnostics can measure. A monotonic one's output determines its input, so its local gradient
+# is a function of its output value a. To support a new activation, add it here (or, if it dips below zero and comes
+# back like GELU, to NON_MONOTONIC): the dead-unit rule reads it, and the scripts accept only these.
 LOCAL_GRADIENTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "relu": lambda a: np.where(a > 0, 1.0, 0.0),
     "tanh": lambda a: 1.0 - a * a,
     "sigmoid": lambda a: a * (1.0 - a),
+}
+_erfc = np.vectorize(math.erfc, otypes=[float])  # exact far into the tail, where 1 + erf rounds to 0
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# x * gate(x), the gate rising from 0 to 1: a dip to a minimum below zero, then up. An output between the minimum and
+# 0 comes from two inputs, a flat one in the tail and a steep one near 0, so each has its function and derivative of
+# the input x, and the capture keeps the inputs; the dead rule reads them (`flat_region`, docs/diagnostics.md).
+NON_MONOTONIC: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]] = {
+    "gelu": (  # x * Phi(x), torch's exact GELU
+        lambda x: x * 0.5 * _erfc(-x / math.sqrt(2.0)),
+        lambda x: 0.5 * _erfc(-x / math.sqrt(2.0)) + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi),
+    ),
+    "silu": (lambda x: x * _sigmoid(x), lambda x: _sigmoid(x) * (1.0 + x * (1.0 - _sigmoid(x)))),  # x * sigmoid(x)
 }
 METRICS = ("dead_fraction", "dormant_fraction", "srank", "effective_rank")
 # The thresholds' defaults; each saved file keeps those its run used.
 THRESHOLDS = {"dead_threshold": 0.02, "dormant_tau": 0.025, "srank_delta": 0.01}
 
 _METADATA_KEY = "__metadata__"  # the npz entry holding the JSON metadata (not a layer name)
+INPUT_SUFFIX = ".input"  # a capture's "<layer>.input": the inputs of network.act that made the layer (GELU, SiLU)
+_BRANCH_PREFIX = "hadamard_"  # the product's branches, hadamard_a and hadamard_b (and any more a network adds)
 _OLD_REPRESENTATION_NAME = "hadamard"  # the product layer's name in files written before it became "representation"
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -84,10 +107,60 @@ def to_float16(x: np.ndarray) -> np.ndarray:
 
 
 # ---- The metrics, on one checked (n, d) layer ----
-def dead_fraction(a: np.ndarray, activation: str, threshold: float = 0.02) -> float:
-    """Fraction of units whose local gradient is below `threshold` on every sample (a Hadamard layer: its product)."""
-    gradient = LOCAL_GRADIENTS[activation](np.asarray(a, dtype=np.float64))  # float16 would round the margin away
-    return float(np.all(gradient < threshold, axis=0).mean())
+def measurable(activation: str) -> bool:
+    """Whether the dead rule knows the activation (LOCAL_GRADIENTS or NON_MONOTONIC)."""
+    return activation in LOCAL_GRADIENTS or activation in NON_MONOTONIC
+
+
+@functools.lru_cache(maxsize=64)
+def flat_tail_edge(activation: str, threshold: float = 0.02) -> float:
+    """x_g, where a NON_MONOTONIC activation's flat tail ends: the first input, coming up from -40, at which |act'(x)|
+    reaches `threshold` (or the minimum, when the dip is never that steep). GELU, g = 0.02: -2.7916."""
+    _, derivative = NON_MONOTONIC[activation]
+    x = np.linspace(-40.0, 0.0, 4001)  # steps of 0.01; the tail's slope grows smoothly from 0
+    slope = derivative(x)
+    first = int(np.argmax((np.abs(slope) >= threshold) | (slope > 0)))  # the slope at 0 is positive: always found
+    if first == 0:
+        return float(x[0])
+    flat, steep = x[first - 1], x[first]
+    for _ in range(60):  # bisection down to float64's resolution
+        middle = 0.5 * (flat + steep)
+        slope = float(derivative(middle))
+        flat, steep = (middle, steep) if abs(slope) < threshold and slope < 0 else (flat, middle)
+    return float(flat)
+
+
+def flat_region(
+    a: np.ndarray, activation: str, threshold: float = 0.02, inputs: np.ndarray | None = None
+) -> np.ndarray:
+    """Per sample and unit, whether the unit sits where its activation is flat. Monotonic: the local gradient at its
+    output a is below `threshold`. NON_MONOTONIC: its input lies below flat_tail_edge; without `inputs`, its output
+    among the tail's outputs [act(x_g), 0], which an input just below 0 gives too."""
+    if activation in NON_MONOTONIC:
+        edge = flat_tail_edge(activation, threshold)
+        if inputs is not None:
+            return np.asarray(inputs, dtype=np.float64) < edge
+        a = np.asarray(a, dtype=np.float64)
+        return (a >= NON_MONOTONIC[activation][0](edge)) & (a <= 0)
+    return LOCAL_GRADIENTS[activation](np.asarray(a, dtype=np.float64)) < threshold  # float16 would round the margin
+
+
+def dead_fraction(
+    a: np.ndarray,
+    activation: str,
+    threshold: float = 0.02,
+    inputs: np.ndarray | None = None,
+    branches: Sequence[tuple[np.ndarray, np.ndarray | None]] = (),
+) -> float:
+    """Fraction of units in the activation's flat region on every sample (`flat_region`; `inputs`: the layer's
+    pre-activations, if captured). A Hadamard layer is judged on its product a; for a NON_MONOTONIC activation the
+    product cannot tell, so give its `branches` as (outputs, inputs or None): a product unit is dead when, on every
+    sample, one of its branches is in its flat tail (its output near 0 stops both gradients, as a dead ReLU's 0)."""
+    if branches and activation in NON_MONOTONIC:
+        flat = np.logical_or.reduce([flat_region(b, activation, threshold, x) for b, x in branches])
+    else:
+        flat = flat_region(a, activation, threshold, inputs)
+    return float(np.all(flat, axis=0).mean())
 
 
 def dormant_scores(a: np.ndarray) -> np.ndarray:
@@ -134,7 +207,7 @@ def argument_rules(args) -> list[tuple[bool, str]]:
     on = args.diagnostics_interval > 0
     return [
         (
-            on and args.activation not in LOCAL_GRADIENTS,
+            on and not measurable(args.activation),
             f"--activation {args.activation}: diagnostics.py cannot measure it; add its local gradient to "
             "diagnostics.LOCAL_GRADIENTS (docs/diagnostics.md) or set --diagnostics-interval 0",
         ),
@@ -151,17 +224,34 @@ def capture_activations(
 ) -> dict[str, np.ndarray]:
     """`network.layer_outputs` of the probe batch, in chunks, as float32 host arrays by layer name. A conv layer
     (n, c, h, w) is kept as its channels' spatial means (n, c): for ReLU a mean is > 0 exactly when the channel
-    fired somewhere, so its dead and dormant fractions and channel-level rank are those of the full maps."""
+    fired somewhere, so its dead and dormant fractions and channel-level rank are those of the full maps. A layer
+    that `network.act` made (the scripts' final hidden activation) also has its inputs, as "<layer>.input"."""
     import torch
 
     if len(probe_obs) == 0:
         raise ValueError("the probe batch is empty")
     parts: dict[str, list[torch.Tensor]] = {}
-    with torch.no_grad():
-        for chunk in torch.split(probe_obs, chunk_size):
-            for name, out in network.layer_outputs(chunk).items():
-                out = out.float()
-                parts.setdefault(name, []).append(out.mean(dim=(2, 3)) if out.dim() == 4 else out)
+    calls = []  # (input, output) of each call of network.act
+    act = getattr(network, "act", None)
+
+    def recorded_act(x: torch.Tensor) -> torch.Tensor:
+        calls.append((x, act(x)))
+        return calls[-1][1]
+
+    if act is not None:
+        network.act = recorded_act
+    try:
+        with torch.no_grad():
+            for chunk in torch.split(probe_obs, chunk_size):
+                calls.clear()
+                outputs = network.layer_outputs(chunk)
+                outputs |= {name + INPUT_SUFFIX: x for name, out in outputs.items() for x, y in calls if y is out}
+                for name, out in outputs.items():
+                    out = out.float()
+                    parts.setdefault(name, []).append(out.mean(dim=(2, 3)) if out.dim() == 4 else out)
+    finally:
+        if act is not None:
+            network.act = act
     return {name: torch.cat(chunks).cpu().numpy() for name, chunks in parts.items()}
 
 
@@ -177,16 +267,30 @@ def compute_metrics(
     dormant_tau: float = 0.025,
     srank_delta: float = 0.01,
 ) -> dict[str, dict[str, float]]:
-    """{layer: {metric: value}} on the values rounded to float16; checks the layers, their kinds and thresholds."""
+    """{layer: {metric: value}} on the values rounded to float16; checks the layers, their kinds and thresholds.
+    Entries "<layer>.input" are a layer's inputs, which the dead rule of a NON_MONOTONIC activation reads."""
     check_thresholds(dead_threshold, dormant_tau, srank_delta)
-    metrics = {}
+    layers, inputs = {}, {}
     for name, x in activations.items():
-        if kinds.get(name) not in LOCAL_GRADIENTS:
+        if name.endswith(INPUT_SUFFIX):
+            inputs[name.removesuffix(INPUT_SUFFIX)] = to_float16(check_layer(x, repr(name)))
+        elif not measurable(kinds.get(name)):
             raise ValueError(f"layer {name!r}: unknown activation {kinds.get(name)!r}, not in LOCAL_GRADIENTS")
-        a = to_float16(check_layer(x, f"layer {name!r}"))
+        else:
+            layers[name] = to_float16(check_layer(x, f"layer {name!r}"))
+    for name, x in inputs.items():
+        if name not in layers or layers[name].shape != x.shape:
+            raise ValueError(f"{name + INPUT_SUFFIX!r} is not the inputs of a layer {name!r} of the same shape")
+    branches = [(a, inputs.get(name)) for name, a in layers.items() if name.startswith(_BRANCH_PREFIX)]
+    metrics = {}
+    for name, a in layers.items():
+        if name == "representation" and any(branch.shape != a.shape for branch, _ in branches):
+            raise ValueError(f"layer {name!r}: its branches' shapes are not its {a.shape}")
         s = singular_values(a)
         metrics[name] = {
-            "dead_fraction": dead_fraction(a, kinds[name], dead_threshold),
+            "dead_fraction": dead_fraction(
+                a, kinds[name], dead_threshold, inputs.get(name), branches if name == "representation" else ()
+            ),
             "dormant_fraction": dormant_fraction(a, dormant_tau),
             "srank": srank(s, srank_delta),
             "effective_rank": effective_rank(s),
@@ -204,8 +308,8 @@ def log_metrics(writer: Any, global_step: int, metrics: Mapping[str, dict], acti
 
 
 def save_activations(save_dir: str, global_step: int, activations: Mapping, kinds: Mapping, thresholds: Mapping) -> str:
-    """Writes save_dir/step_<step>.npz: the activations in float16, the step, kinds and thresholds. The file is
-    whole or absent: written to a temporary name in the same folder, then renamed. Returns its path."""
+    """Writes save_dir/step_<step>.npz: the activations (and inputs) in float16, the step, kinds and thresholds. The
+    file is whole or absent: written to a temporary name in the same folder, then renamed. Returns its path."""
     name = f"step_{int(global_step)}.npz"
     os.makedirs(save_dir, exist_ok=True)
     path, tmp = os.path.join(save_dir, name), os.path.join(save_dir, f".{name}.{os.getpid()}.part")  # hidden
@@ -238,11 +342,17 @@ def log_diagnostics(
 ) -> dict[str, dict[str, float]]:
     """Computes one capture's metrics (`hidden_activation`: that of the layers after the ReLU convolutions), logs
     them unless `writer` is None, saves them to save_dir/step_<step>.npz when `save_dir` is given, returns them."""
-    kinds = layer_kinds(list(activations), hidden_activation)
+    kinds = layer_kinds([name for name in activations if not name.endswith(INPUT_SUFFIX)], hidden_activation)
+    # a layer's inputs serve only a NON_MONOTONIC activation, whose outputs do not determine them
+    activations = {
+        name: x
+        for name, x in activations.items()
+        if name in kinds or kinds.get(name.removesuffix(INPUT_SUFFIX)) in NON_MONOTONIC
+    }
     thresholds = {"dead_threshold": dead_threshold, "dormant_tau": dormant_tau, "srank_delta": srank_delta}
     metrics = compute_metrics(activations, kinds, **thresholds)
     if writer is not None:
-        log_metrics(writer, global_step, metrics, activations)
+        log_metrics(writer, global_step, metrics, {name: activations[name] for name in kinds})
     if save_dir is not None:
         save_activations(save_dir, global_step, activations, kinds, thresholds)
     return metrics
@@ -274,6 +384,9 @@ def load_activations(path: str) -> tuple[int, dict[str, np.ndarray], dict[str, s
         step, kinds = metadata["step"], dict(metadata["kinds"])
         thresholds = {key: metadata[key] for key in THRESHOLDS}
         activations = {name: contents[name] for name in kinds}
+        activations |= {
+            key: x for key, x in contents.items() if key.removesuffix(INPUT_SUFFIX) in kinds and key not in kinds
+        }
     except KeyError as err:
         raise unreadable(f"missing entry {err}") from None
     except (ValueError, TypeError, AttributeError) as err:

@@ -53,7 +53,7 @@ class Args:
     num_iterations: tyro.conf.Suppress[int] = 0  # computed at run time: total_timesteps // batch_size, the rollouts
 
     # Representation (the paper's method by default)
-    activation: Literal["tanh", "relu", "sigmoid"] = "tanh"  # of the final hidden layer (the convolutions use ReLU)
+    activation: Literal["tanh", "relu", "sigmoid", "gelu", "silu"] = "tanh"  # of the final hidden layer (convs: ReLU)
     hadamard: bool = True  # the final hidden layer is the Hadamard product of two layers; --no-hadamard: one layer
     hidden_dim: int = 512  # units of the final hidden layer (1024 with --no-hadamard: as many parameters)
 
@@ -162,7 +162,7 @@ def stack_frames(stacks: np.ndarray, frames: np.ndarray, fresh: np.ndarray) -> n
     return stacks
 
 
-ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid}  # a new one: docs/diagnostics.md
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "gelu": F.gelu, "silu": F.silu}
 
 
 def flax_init_(weight: torch.Tensor, scale: float) -> None:

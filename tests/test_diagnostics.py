@@ -90,20 +90,147 @@ def test_rank_accepts_float16():
 # ---------------------------------------------------------------------------------------------
 # Dead units
 # ---------------------------------------------------------------------------------------------
-ACTIVATION_FUNCTIONS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+ACTIVATION_FUNCTIONS = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "gelu": torch.nn.functional.gelu,
+    "silu": torch.nn.functional.silu,
+}
+MONOTONIC = [name for name in ACTIVATION_FUNCTIONS if name not in ("gelu", "silu")]
+SCRIPTS = ["dqn_atari_hadamard", "ppo_atari_hadamard", "pqn_atari_hadamard"]
 
 
-@pytest.mark.parametrize("name", ACTIVATION_FUNCTIONS)
-def test_local_gradient_is_the_derivative_at_the_output(name):
-    x = torch.linspace(-4, 4, 81, dtype=torch.float64, requires_grad=True)
+def autograd(name, x):
+    """The activation's values and derivative at x (float64), by torch."""
+    x = torch.as_tensor(x, dtype=torch.float64).requires_grad_(True)
     a = ACTIVATION_FUNCTIONS[name](x)
     (derivative,) = torch.autograd.grad(a.sum(), x)
-    np.testing.assert_allclose(D.LOCAL_GRADIENTS[name](a.detach().numpy()), derivative.numpy(), atol=1e-12)
+    return a.detach().numpy(), derivative.numpy()
+
+
+@pytest.mark.parametrize("name", MONOTONIC)
+def test_local_gradient_is_the_derivative_at_the_output(name):
+    a, derivative = autograd(name, np.linspace(-4, 4, 81))
+    np.testing.assert_allclose(D.LOCAL_GRADIENTS[name](a), derivative, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["gelu", "silu"])
+def test_non_monotonic_function_and_derivative_are_torchs(name):
+    # from the flat tail (-40) through the dip and the steep part near 0 to the positive side
+    x = np.concatenate([np.linspace(-40, -8, 33), np.linspace(-8, 4, 241)])
+    a, derivative = autograd(name, x)
+    function, local_gradient = D.NON_MONOTONIC[name]
+    # torch's GELU takes 1 + erf(x / sqrt 2), which rounds to 0 far in the tail (below 1e-15): absolute tolerances
+    np.testing.assert_allclose(function(x), a, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(local_gradient(x), derivative, rtol=1e-10, atol=1e-15)
 
 
 def test_every_local_gradient_is_checked_against_autograd():
-    # a new activation in diagnostics.LOCAL_GRADIENTS needs its torch function in ACTIVATION_FUNCTIONS
-    assert set(D.LOCAL_GRADIENTS) == set(ACTIVATION_FUNCTIONS)
+    # a new activation in diagnostics.LOCAL_GRADIENTS or NON_MONOTONIC needs its torch function in ACTIVATION_FUNCTIONS
+    assert D.LOCAL_GRADIENTS.keys() | D.NON_MONOTONIC.keys() == ACTIVATION_FUNCTIONS.keys()
+    assert not D.LOCAL_GRADIENTS.keys() & D.NON_MONOTONIC.keys()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_script_offers_exactly_the_activations_the_diagnostics_measure(script):
+    module = importlib.import_module(script)
+    choices = module.Args.__annotations__["activation"].__args__  # Literal["tanh", ...]
+    assert set(choices) == set(module.ACTIVATIONS) == set(ACTIVATION_FUNCTIONS), script
+    x = torch.linspace(-6, 6, 121, dtype=torch.float64)
+    for name, function in module.ACTIVATIONS.items():
+        torch.testing.assert_close(function(x), ACTIVATION_FUNCTIONS[name](x), msg=f"{script}: {name}")
+        args = module.Args(activation=name, diagnostics_interval=1, diagnostics_samples=1024)
+        assert not any(broken for broken, _ in D.argument_rules(args)), (script, name)
+
+
+def test_flat_tail_edge_by_hand():
+    """x_g, where |act'| reaches g coming up from the far tail (torch's slopes, rounded): GELU'(-2.80) = -0.01961
+    (flat), GELU'(-2.78) = -0.02055 (steep); SiLU'(-5.5) = -0.01822, SiLU'(-5.0) = -0.02655. With g above the dip's
+    steepest slope (GELU 0.129, at -sqrt 2) the whole descent is flat, down to the minimum, x = -0.7518."""
+    gelu, silu = D.flat_tail_edge("gelu", 0.02), D.flat_tail_edge("silu", 0.02)
+    assert -2.80 < gelu < -2.78 and -5.5 < silu < -5.0
+    assert gelu == pytest.approx(-2.79158, abs=1e-5) and silu == pytest.approx(-5.37845, abs=1e-5)
+    for name, edge in (("gelu", gelu), ("silu", silu)):
+        assert autograd(name, edge)[1] == pytest.approx(-0.02, abs=1e-12)  # torch's slope there is -g
+    assert D.flat_tail_edge("gelu", 0.05) == pytest.approx(-2.34860, abs=1e-5)  # a looser g: a longer tail
+    assert D.flat_tail_edge("gelu", 0.2) == pytest.approx(-0.75179, abs=1e-5)
+
+
+def test_gelu_dead_units_by_hand():
+    """Dead: the input lies in the flat tail, below x_g = -2.79 (g = 0.02), on every sample. Slopes (torch):
+    GELU'(-3) = -0.0119, GELU'(-2.5) = -0.0376, GELU'(-0.7518) = 0 (the minimum), GELU'(-0.01) = 0.49."""
+    n = 8
+    x = np.full((n, 7), -3.0)  # unit 0: in the tail: dead
+    x[:, 1] = -2.5  # unit 1: the tail's steeper part: alive
+    x[:, 2] = np.linspace(-12, -3, n)  # unit 2: deep in the tail: dead
+    x[:, 3] = -0.7518  # unit 3: the minimum: its slope is 0 but it is no flat region, alive
+    x[5, 4] = 1.0  # unit 4: in the tail but for one sample: alive
+    x[:, 5] = np.linspace(-4, 2, n)  # unit 5: alive
+    x[:, 6] = -0.01  # unit 6: GELU(-0.01) = -0.00496, an output the tail gives too (GELU(-2.9)): alive
+    a = autograd("gelu", x)[0]
+    assert D.dead_fraction(a, "gelu", inputs=x) == pytest.approx(2 / 7)
+    assert D.dead_fraction(a, "gelu", inputs=x.astype(np.float16)) == pytest.approx(2 / 7)
+    assert D.dead_fraction(a, "gelu", threshold=0.05, inputs=x) == pytest.approx(3 / 7)  # x_g = -2.35: unit 1 too
+    # without the inputs, the outputs of the tail, [GELU(x_g), 0] = [-0.00732, 0]: unit 6 cannot be told apart
+    assert D.dead_fraction(a, "gelu") == pytest.approx(3 / 7)
+    assert D.dead_fraction(a.astype(np.float16), "gelu") == pytest.approx(3 / 7)
+    # SiLU: x_g = -5.38; -6 lies in its tail (slope -0.0123), -5 not (-0.0265)
+    x = np.array([[-6.0, -5.0]] * n)
+    assert D.dead_fraction(autograd("silu", x)[0], "silu", inputs=x) == pytest.approx(1 / 2)
+
+
+def test_gelu_product_is_dead_where_a_branch_is_in_its_tail_on_every_sample():
+    """A branch in the flat tail (an output near 0) stops the gradient of both: through itself (its slope is below
+    g) and through the other branch (times its own value, near 0), as a dead ReLU branch does. The product's own
+    output cannot tell: GELU(-3) * GELU(2) = -0.00792 lies below the tail's outputs, GELU(-4)^2 above 0."""
+    n = 8
+    xa = np.full((n, 6), -3.0)  # unit 0: a in the tail everywhere, b = GELU(2) = 1.95: dead
+    xb = np.full((n, 6), 2.0)
+    xa[1::2, 1], xb[1::2, 1] = 3.0, -3.0  # unit 1: a in the tail on even samples, b on odd ones: dead
+    xa[:, 2], xb[:, 2] = 0.02, 0.02  # unit 2: both near zero, the saddle of a * b: alive
+    xa[3, 3], xb[3, 3] = 1.0, 1.0  # unit 3: a in the tail but for one sample, where neither is: alive
+    xa[:, 4], xb[:, 4] = -2.0, -2.0  # unit 4: both on the steeper part of the tail: alive
+    xa[:, 5], xb[:, 5] = -4.0, -4.0  # unit 5: both in the tail: dead
+    a, b = autograd("gelu", xa)[0], autograd("gelu", xb)[0]
+    assert D.dead_fraction(a * b, "gelu", branches=[(a, xa), (b, xb)]) == pytest.approx(3 / 6)
+    assert D.dead_fraction(a * b, "gelu", branches=[(a, None), (b, None)]) == pytest.approx(3 / 6)  # outputs only
+    assert D.dead_fraction(a * b, "gelu") == 0.0  # judged on the product's output alone, every unit looks alive
+    acts = {"hadamard_a": a, "hadamard_a.input": xa, "hadamard_b": b, "hadamard_b.input": xb, "representation": a * b}
+    kinds = D.layer_kinds(["hadamard_a", "hadamard_b", "representation"], "gelu")
+    dead = {name: m["dead_fraction"] for name, m in D.compute_metrics(acts, kinds).items()}
+    assert dead == {"hadamard_a": pytest.approx(2 / 6), "hadamard_b": pytest.approx(1 / 6), "representation": 0.5}
+    # a plain GELU layer is judged on its own inputs
+    plain = D.compute_metrics({"representation": a, "representation.input": xa}, {"representation": "gelu"})
+    assert list(plain) == ["representation"] and plain["representation"]["dead_fraction"] == pytest.approx(2 / 6)
+    # the monotonic activations keep their rule on the product's output, branches given or not
+    t = np.tanh(xa)
+    assert D.dead_fraction(t * t, "tanh", branches=[(t, xa), (t, xa)]) == D.dead_fraction(t * t, "tanh")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("hadamard", [True, False])
+def test_capture_keeps_the_inputs_of_the_activation_and_files_keep_them_for_gelu(script, hadamard, tmp_path):
+    module = importlib.import_module(script)
+    network_class = module.Agent if hasattr(module, "Agent") else module.QNetwork
+    probe = torch.randint(0, 256, (72, 4, 84, 84), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    network = network_class(4, "gelu", hadamard, 16)
+    acts = D.capture_activations(network, probe, chunk_size=32)  # chunks of 32, 32 and 8
+    made_by_act = ["hadamard_a", "hadamard_b"] if hadamard else ["representation"]
+    assert [name for name in acts if name.endswith(".input")] == [f"{name}.input" for name in made_by_act]
+    for name in made_by_act:  # the inputs are those that give the outputs
+        outputs = torch.nn.functional.gelu(torch.from_numpy(acts[f"{name}.input"]))
+        np.testing.assert_allclose(outputs.numpy(), acts[name], rtol=1e-6, atol=1e-7)
+    assert network.act is module.ACTIVATIONS["gelu"]  # put back after the capture
+    live = D.log_diagnostics(None, 5, acts, hidden_activation="gelu", save_dir=str(tmp_path / "gelu"))
+    assert list(live) == [name for name in acts if not name.endswith(".input")]
+    _, loaded, kinds, thresholds = D.load_activations(str(tmp_path / "gelu" / "step_5.npz"))
+    assert set(loaded) == set(acts) and D.compute_metrics(loaded, kinds, **thresholds) == live
+    # a monotonic activation's output determines its input: its files stay as they were
+    tanh = D.capture_activations(network_class(4, "tanh", hadamard, 16), probe)
+    D.log_diagnostics(None, 5, tanh, hidden_activation="tanh", save_dir=str(tmp_path / "tanh"))
+    _, loaded, _, _ = D.load_activations(str(tmp_path / "tanh" / "step_5.npz"))
+    assert not any(name.endswith(".input") for name in loaded)
 
 
 def test_tanh_dead_units():
@@ -260,7 +387,20 @@ def test_conv_dormant_is_per_channel_and_matches_spatial_means():
         (lambda: D.check_thresholds(0.02, math.nan, 0.01), "dormant_tau"),
         (lambda: D.check_thresholds(0.02, 0.025, 0.0), "srank_delta"),
         (lambda: D.check_thresholds(0.02, 0.025, 1.0), "srank_delta"),
-        (lambda: D.compute_metrics({"conv1": np.zeros((4, 2))}, {"conv1": "gelu"}), "unknown activation"),
+        (lambda: D.compute_metrics({"conv1": np.zeros((4, 2))}, {"conv1": "softsign"}), "unknown activation"),
+        (
+            lambda: D.compute_metrics(
+                {"hadamard_a": np.zeros((4, 3)), "representation": np.zeros((4, 2))},
+                {"hadamard_a": "gelu", "representation": "gelu"},
+            ),
+            "its branches' shapes",
+        ),
+        (
+            lambda: D.compute_metrics(
+                {"representation": np.zeros((4, 2)), "hadamard_a.input": np.zeros((4, 2))}, {"representation": "gelu"}
+            ),
+            "not the inputs of a layer",
+        ),
         (lambda: D.compute_metrics({"conv1": np.zeros((4, 2))}, {}), "unknown activation"),
         (lambda: D.compute_metrics({"conv1": np.zeros((4, 2))}, {"conv1": "relu"}, dormant_tau=-1), "dormant_tau"),
         (
@@ -315,7 +455,7 @@ def test_compute_metrics_one_rule_for_every_layer():
     assert metrics["conv1"]["dead_fraction"] == pytest.approx(1 / 8)
     assert metrics["conv1"]["dormant_fraction"] == pytest.approx(1 / 8)
     assert metrics["conv1"]["srank"] <= 7  # the silent channel adds no direction
-    # the product's metrics depend on its own values only, not on whether its branches are given
+    # a tanh product's metrics depend on its own values only, not on whether its branches are given
     alone = D.compute_metrics({"representation": acts["representation"]}, {"representation": "tanh"})
     assert alone["representation"] == metrics["representation"]
 
