@@ -367,8 +367,10 @@ def atomic_save(obj, path: str) -> None:
         if not isinstance(error, Exception):
             raise
         cause = error
-        while cause is not None and not isinstance(cause, OSError):  # torch's zip writer wraps the OSError
-            cause = cause.__cause__ or cause.__context__
+        while cause is not None and not isinstance(cause, (OSError, KeyboardInterrupt)):
+            cause = cause.__cause__ or cause.__context__  # torch's zip writer wraps what its writes raise
+        if isinstance(cause, KeyboardInterrupt):  # a second signal in the middle of one of torch's writes
+            raise KeyboardInterrupt from error
         full = getattr(cause, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
         raise OSError(f"could not write {path}: {cause or error}" + (" (the disk is full?)" if full else "")) from error
 
