@@ -374,14 +374,14 @@ def train(args: Args) -> int:
     # TRY NOT TO MODIFY: start the game. Name any new stateful part here too, or --resume drifts from a full run
     parts = dict(target_network=target_network, optimizer=optimizer, replay_memory=rb, probe_generator=probe_generator)
     global_step = run.start_training(q_network, **parts)
-    frames, info = envs.reset(seed=run.games_seed)
-    obs = np.repeat(frames, 4, axis=1)  # a game starts from four copies of its first frame
-    tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     epsilon_duration = args.exploration_fraction * args.total_timesteps
     if args.learning_starts >= args.total_timesteps:
         run_management.say("note: --learning-starts >= --total-timesteps: this run only collects experience")
 
-    with run:  # a bug is recorded here, then raised; a second Ctrl-C or a full disk ends the loop here
+    with run:  # a bug is recorded here, then raised; a second Ctrl-C or a full disk ends the training here
+        frames, info = envs.reset(seed=run.games_seed)
+        obs = np.repeat(frames, 4, axis=1)  # a game starts from four copies of its first frame
+        tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
         while global_step < args.total_timesteps:
             global_step += 1  # every env step, the steps that are not the agent's too
 

@@ -323,12 +323,11 @@ def train(args: Args) -> int:
 
     # TRY NOT TO MODIFY: start the games. Name any new stateful part here too, or --resume drifts from a full run
     global_step = run.start_training(agent, optimizer=optimizer, probe_generator=probe_generator)
-    frames, info = envs.reset(seed=run.games_seed)
-    stacks = np.repeat(frames, 4, axis=1)  # a game starts from four copies of its first frame
-    next_obs = torch.from_numpy(stacks).to(device)
-    tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
-
-    with run:  # a bug is recorded here, then raised; a second Ctrl-C or a full disk ends the loop here
+    with run:  # a bug is recorded here, then raised; a second Ctrl-C or a full disk ends the training here
+        frames, info = envs.reset(seed=run.games_seed)
+        stacks = np.repeat(frames, 4, axis=1)  # a game starts from four copies of its first frame
+        next_obs = torch.from_numpy(stacks).to(device)
+        tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
         for iteration in range(global_step // args.batch_size + 1, args.num_iterations + 1):
             if args.anneal_lr:
                 frac = 1.0 - (iteration - 1.0) / args.num_iterations

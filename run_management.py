@@ -10,6 +10,7 @@ its tyro dataclass; make_network(args, num_actions), its network built from a ru
 names), ...} and argument_rules(args) -> [(broken, message)]. Its train uses a Run (see the class).
 """
 
+import _thread
 import difflib
 import errno
 import importlib.util
@@ -68,25 +69,44 @@ def machine_fault(error: BaseException | None) -> bool:
 
 
 class StopRequest:
-    """SIGINT (Ctrl-C), SIGTERM, SIGHUP: stop at the next safe point, where a checkpoint is whole; a second: at once."""
+    """SIGINT (Ctrl-C), SIGTERM, SIGHUP: stop at the next safe point, where a checkpoint is whole; a second: at once.
+    A thread that each signal wakes counts them and acknowledges the first at once: Python runs a handler only once
+    the main thread is back in Python, which a long call into C (128 games' reset: a minute on a busy CPU) delays,
+    and two signals before that would be one call of the handler."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    latest = None  # the StopRequest of the run in progress, whose signals the thread counts
 
     def __init__(self):
-        self.signal_name, self.at_once = None, False
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        self.signal_name, self.signals, self.at_once, self.stopped = None, 0, False, False
+        for signum in self.SIGNALS:
             signal.signal(signum, self._handle)
+        if StopRequest.latest is None:  # once in a process: Python writes each signal's number to this pipe
+            read, write = os.pipe()
+            os.set_blocking(write, False)
+            signal.set_wakeup_fd(write)
+            threading.Thread(target=StopRequest._count, args=(read,), daemon=True).start()
+        StopRequest.latest = self
 
-    def _handle(self, signum, frame):
-        if self.signal_name is not None:
-            self.at_once = True
+    @staticmethod
+    def _count(read: int) -> None:
+        while numbers := os.read(read, 64):
+            for number in (number for number in numbers if number in StopRequest.SIGNALS):
+                request, name = StopRequest.latest, signal.Signals(number).name
+                request.signals += 1
+                if request.signals == 1:
+                    say(
+                        f"stopping at the next safe point ({name}; a second signal stops at once, without a checkpoint)"
+                    )
+                elif request.signals == 2:
+                    request.at_once = True
+                    _thread.interrupt_main(number)  # the handler runs again, and stops the run
+
+    def _handle(self, signum, frame):  # in the main thread
+        self.signal_name = self.signal_name or signal.Signals(signum).name
+        if self.at_once and not self.stopped:
+            self.stopped = True
             raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-        line = (
-            f"stopping at the next safe point ({self.signal_name}; a second signal stops at once, without a checkpoint)"
-        )
-        try:  # os.write, not print: the signal may have come in the middle of a print
-            os.write(sys.stdout.fileno(), f"{line}\n".encode())
-        except (OSError, ValueError):  # a closed terminal or pipe, or no file behind stdout
-            pass
 
     def __bool__(self) -> bool:
         return self.signal_name is not None
