@@ -9,7 +9,7 @@ Run:
     python dqn_atari_hadamard.py --env-id Breakout-v5 --no-hadamard --hidden-dim 1024   # parameter-matched baseline
     python dqn_atari_hadamard.py --env-id Breakout-v5 --activation relu --no-hadamard   # the classic Nature-CNN
 Watch:  tensorboard --logdir runs      Diagnostics offline:  python diagnostics.py runs/<run>
-Stop:   Ctrl-C saves and exits 75 (with --save-model); continue with --resume runs/<run> (docs/long-runs.md)
+Stop:   Ctrl-C saves a checkpoint and exits 75; continue with --resume runs/<run> (docs/long-runs.md)
 """
 
 import os
@@ -53,7 +53,7 @@ class Args:
     hidden_dim: int = 512  # units of the final hidden layer (1024 with --no-hadamard: as many parameters)
 
     # Diagnostics (dead neurons and effective rank, docs/diagnostics.md)
-    diagnostics_interval: int = 500_000  # env steps between diagnostics captures (0 turns diagnostics off)
+    diagnostics_interval: int | None = None  # env steps between captures (default: a tenth of the run; 0: none)
     diagnostics_samples: int = 1024  # probe states per capture (at least hidden_dim, so that the rank is measurable)
     save_activations: bool = False  # save each capture's activations to <run>/activations/step_<step>.npz
     dead_threshold: float = 0.02  # a unit is dead when its activation's slope is below this on every probe state
@@ -67,7 +67,7 @@ class Args:
     track: bool = False  # track the run with Weights and Biases (needs `pip install wandb`)
     wandb_project_name: str = "hadamard-rl"  # the wandb project name
     wandb_entity: str | None = None  # the entity (team) of the wandb project
-    save_model: bool = False  # save the model and a checkpoint to the run folder (at the end, or when stopped)
+    save_model: bool = True  # save the model and a checkpoint to the run folder (at the end, or when stopped)
     eval_episodes: int = 10  # games the saved model plays after training, epsilon-greedy with epsilon end_e
     capture_video: bool = False  # record the evaluation games as colour videos in <run>/videos/ (pip install av)
     checkpoint_interval: int = 0  # env steps between checkpoints (with --save-model); 0: only when the run stops
@@ -110,13 +110,9 @@ def find_fire_action(envs) -> int | None:
 
 
 class EpisodeTracker:
-    """Per-env bookkeeping of ale-py's vector env: raw full-game scores, lost lives, and the steps not the agent's.
-    A game's score adds up over all its lives; a lost life is terminal for learning only. Two kinds of env step are
-    not the agent's: the reset step after a game ends (NEXT_STEP autoreset ignores its action) and, given the game's
-    fire_action, the forced FIRE after a lost life that serves the next ball (the loop sends with_forced_fire).
-    They count in global_step, but is_transition is False on them: nothing learns from them, episodic_length
-    leaves them out (a forced FIRE's reward counts in the score), and the frame each returns starts a fresh stack.
-    """
+    """Per env: the game's score over all its lives, lost lives, and the steps that are not the agent's (the reset
+    step after a game ends; given fire_action, the forced FIRE after a lost life). Those count in global_step, but
+    is_transition is False on them: nothing learns from them (docs/protocol.md)."""
 
     def __init__(self, num_envs: int, lives: np.ndarray, fire_action: int | None = None):
         self.lives = lives.copy()
@@ -205,6 +201,10 @@ class QNetwork(nn.Module):
         return self.q_head(self.representation(x))
 
 
+def make_network(args: Args, num_actions: int) -> QNetwork:  # training, evaluation and --resume all build it here
+    return QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim)
+
+
 def linear_schedule(start_e: float, end_e: float, duration: float, t: int) -> float:
     """Epsilon at step t: from start_e down to end_e over `duration` steps, then constant."""
     if duration <= 0:
@@ -250,14 +250,14 @@ class ReplayBuffer:
     ARRAYS = ("frames", "since_start", "actions", "rewards", "terminals", "is_transition")  # what a checkpoint keeps
 
     def state_dict(self) -> dict:
-        """What a checkpoint keeps: the slots (as tensors sharing the arrays' memory), counters, sampling state."""
-        state = {name: torch.from_numpy(getattr(self, name)) for name in self.ARRAYS}
+        """What a checkpoint keeps: the slots filled so far (sharing the arrays' memory), counters, sampling state."""
+        state = {name: torch.from_numpy(getattr(self, name)[: self.size]) for name in self.ARRAYS}
         state.update(num_transitions=self.num_transitions, size=self.size, newest=self.newest)
         return state | {"starting_game": self.starting_game, "rng": self.rng.bit_generator.state}
 
     def load_state_dict(self, state: dict) -> None:
         for name in self.ARRAYS:
-            np.copyto(getattr(self, name), state[name].numpy())  # into the memory allocated already
+            np.copyto(getattr(self, name)[: state["size"]], state[name].numpy())  # into the memory allocated already
         self.num_transitions, self.size, self.newest = state["num_transitions"], state["size"], state["newest"]
         self.rng.bit_generator.state = state["rng"]
         self.starting_game = True  # the game in progress was not saved: the next transition starts a fresh one
@@ -364,9 +364,9 @@ def train(args: Args) -> int:
     num_actions = envs.single_action_space.n
     fire_action = find_fire_action(envs) if args.fire_on_life_loss else None  # pressed after every lost life
 
-    q_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
+    q_network = make_network(args, num_actions).to(device)
     optimizer = torch.optim.Adam(q_network.parameters(), lr=args.learning_rate, fused=True)  # one kernel per update
-    target_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
+    target_network = make_network(args, num_actions).to(device)
     target_network.load_state_dict(q_network.state_dict())
     rb = ReplayBuffer(args.buffer_size, seed=args.seed)
     probe_generator = torch.Generator().manual_seed(args.seed)  # diagnostics' own, not training's
@@ -374,14 +374,14 @@ def train(args: Args) -> int:
     # TRY NOT TO MODIFY: start the game. Name any new stateful part here too, or --resume drifts from a full run
     parts = dict(target_network=target_network, optimizer=optimizer, replay_memory=rb, probe_generator=probe_generator)
     global_step = run.start_training(q_network, **parts)
-    frames, info = envs.reset(seed=run.games_seed)
-    obs = np.repeat(frames, 4, axis=1)  # a game starts from four copies of its first frame
-    tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
     epsilon_duration = args.exploration_fraction * args.total_timesteps
     if args.learning_starts >= args.total_timesteps:
         run_management.say("note: --learning-starts >= --total-timesteps: this run only collects experience")
 
-    with run:  # a bug is recorded here, then raised; a second Ctrl-C or a full disk ends the loop here
+    with run:  # a bug is recorded here, then raised; a second Ctrl-C or a full disk ends the training here
+        frames, info = envs.reset(seed=run.games_seed)
+        obs = np.repeat(frames, 4, axis=1)  # a game starts from four copies of its first frame
+        tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
         while global_step < args.total_timesteps:
             global_step += 1  # every env step, the steps that are not the agent's too
 
@@ -436,9 +436,7 @@ def train(args: Args) -> int:
             # diagnostics on states sampled from the replay memory, once every diagnostics_interval steps
             if args.diagnostics_interval > 0 and global_step % args.diagnostics_interval == 0:
                 if len(rb) < args.diagnostics_samples:
-                    run_management.say(
-                        f"diagnostics skipped at step {global_step}: the replay memory holds {len(rb)} states"
-                    )
+                    run_management.say(f"diagnostics skipped at step {global_step}: {len(rb)} states stored so far")
                 else:
                     probe_obs = rb.sample_states(args.diagnostics_samples, probe_generator, device)
                     layers = diagnostics.capture_activations(q_network, probe_obs)
@@ -468,7 +466,7 @@ def evaluate(model_path: str, args: Args, device: torch.device, stop, videos=Non
     envs = make_env(*settings)
     fire_action = find_fire_action(envs) if args.fire_on_life_loss else None
     num_actions = envs.single_action_space.n
-    q_network = QNetwork(num_actions, args.activation, args.hadamard, args.hidden_dim).to(device)
+    q_network = make_network(args, num_actions).to(device)
     q_network.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
     frames, info = envs.reset(seed=args.seed + args.num_envs)  # games the training envs did not start from
     if videos:  # the colour screens of the same games: the same seed, then the same actions
@@ -530,7 +528,7 @@ def argument_rules(args: Args) -> list[tuple[bool, str]]:
     ]
 
 
-SCRIPT = run_management.Script(__file__, Args, QNetwork, evaluate, ARGUMENT_RANGES, argument_rules)
+SCRIPT = run_management.Script(__file__, Args, make_network, evaluate, ARGUMENT_RANGES, argument_rules)
 
 if __name__ == "__main__":
     run_management.main(SCRIPT, train)

@@ -10,7 +10,7 @@ Run:
     python ppo_atari_hadamard.py --env-id Breakout-v5 --no-hadamard --hidden-dim 1024   # parameter-matched baseline
     python ppo_atari_hadamard.py --env-id Breakout-v5 --activation relu --no-hadamard   # the classic Nature-CNN
 Watch:  tensorboard --logdir runs      Diagnostics offline:  python diagnostics.py runs/<run>
-Stop:   Ctrl-C saves and exits 75 (with --save-model); continue with --resume runs/<run> (docs/long-runs.md)
+Stop:   Ctrl-C saves a checkpoint and exits 75; continue with --resume runs/<run> (docs/long-runs.md)
 """
 
 import os
@@ -62,7 +62,7 @@ class Args:
     hidden_dim: int = 512  # units of the final hidden layer (1024 with --no-hadamard: as many parameters)
 
     # Diagnostics (dead neurons and effective rank, docs/diagnostics.md)
-    diagnostics_interval: int = 500_000  # env steps between diagnostics captures (0 turns diagnostics off)
+    diagnostics_interval: int | None = None  # env steps between captures (default: a tenth of the run; 0: none)
     diagnostics_samples: int = 1024  # probe states per capture (at least hidden_dim, so that the rank is measurable)
     save_activations: bool = False  # save each capture's activations to <run>/activations/step_<step>.npz
     dead_threshold: float = 0.02  # a unit is dead when its activation's slope is below this on every probe state
@@ -76,7 +76,7 @@ class Args:
     track: bool = False  # track the run with Weights and Biases (needs `pip install wandb`)
     wandb_project_name: str = "hadamard-rl"  # the wandb project name
     wandb_entity: str | None = None  # the entity (team) of the wandb project
-    save_model: bool = False  # save the model and a checkpoint to the run folder (at the end, or when stopped)
+    save_model: bool = True  # save the model and a checkpoint to the run folder (at the end, or when stopped)
     eval_episodes: int = 10  # games the saved model plays after training, actions sampled from the policy
     capture_video: bool = False  # record the evaluation games as colour videos in <run>/videos/ (pip install av)
     checkpoint_interval: int = 0  # env steps between checkpoints (with --save-model); 0: only when the run stops
@@ -119,13 +119,9 @@ def find_fire_action(envs) -> int | None:
 
 
 class EpisodeTracker:
-    """Per-env bookkeeping of ale-py's vector env: raw full-game scores, lost lives, and the steps not the agent's.
-    A game's score adds up over all its lives; a lost life is terminal for learning only. Two kinds of env step are
-    not the agent's: the reset step after a game ends (NEXT_STEP autoreset ignores its action) and, given the game's
-    fire_action, the forced FIRE after a lost life that serves the next ball (the loop sends with_forced_fire).
-    They count in global_step, but is_transition is False on them: nothing learns from them, episodic_length
-    leaves them out (a forced FIRE's reward counts in the score), and the frame each returns starts a fresh stack.
-    """
+    """Per env: the game's score over all its lives, lost lives, and the steps that are not the agent's (the reset
+    step after a game ends; given fire_action, the forced FIRE after a lost life). Those count in global_step, but
+    is_transition is False on them: nothing learns from them (docs/protocol.md)."""
 
     def __init__(self, num_envs: int, lives: np.ndarray, fire_action: int | None = None):
         self.lives = lives.copy()
@@ -231,6 +227,10 @@ class Agent(nn.Module):
         return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
 
 
+def make_network(args: Args, num_actions: int) -> Agent:  # training, evaluation and --resume all build it here
+    return Agent(num_actions, args.activation, args.hadamard, args.hidden_dim)
+
+
 def compute_gae(rewards, values, next_value, terminals, is_transition, gamma: float, gae_lambda: float):
     """Generalized advantage estimates and value targets of one rollout, (num_steps, num_envs) tensors.
 
@@ -308,7 +308,7 @@ def train(args: Args) -> int:
     envs = make_env(args.env_id, args.num_envs, args.max_episode_frames, args.repeat_action_probability)
     fire_action = find_fire_action(envs) if args.fire_on_life_loss else None  # pressed after every lost life
 
-    agent = Agent(envs.single_action_space.n, args.activation, args.hadamard, args.hidden_dim).to(device)
+    agent = make_network(args, envs.single_action_space.n).to(device)
     optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5, foreach=True)
     probe_generator = torch.Generator(device=device).manual_seed(args.seed)  # diagnostics' own, not training's
 
@@ -323,12 +323,11 @@ def train(args: Args) -> int:
 
     # TRY NOT TO MODIFY: start the games. Name any new stateful part here too, or --resume drifts from a full run
     global_step = run.start_training(agent, optimizer=optimizer, probe_generator=probe_generator)
-    frames, info = envs.reset(seed=run.games_seed)
-    stacks = np.repeat(frames, 4, axis=1)  # a game starts from four copies of its first frame
-    next_obs = torch.from_numpy(stacks).to(device)
-    tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
-
-    with run:  # a bug is recorded here, then raised; a second Ctrl-C or a full disk ends the loop here
+    with run:  # a bug is recorded here, then raised; a second Ctrl-C or a full disk ends the training here
+        frames, info = envs.reset(seed=run.games_seed)
+        stacks = np.repeat(frames, 4, axis=1)  # a game starts from four copies of its first frame
+        next_obs = torch.from_numpy(stacks).to(device)
+        tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
         for iteration in range(global_step // args.batch_size + 1, args.num_iterations + 1):
             if args.anneal_lr:
                 frac = 1.0 - (iteration - 1.0) / args.num_iterations
@@ -447,7 +446,7 @@ def evaluate(model_path: str, args: Args, device: torch.device, stop, videos=Non
     settings = (args.env_id, args.eval_episodes, args.max_episode_frames, args.repeat_action_probability)
     envs = make_env(*settings)
     fire_action = find_fire_action(envs) if args.fire_on_life_loss else None
-    agent = Agent(envs.single_action_space.n, args.activation, args.hadamard, args.hidden_dim).to(device)
+    agent = make_network(args, envs.single_action_space.n).to(device)
     agent.load_state_dict(torch.load(model_path, map_location=device, weights_only=True))
     frames, info = envs.reset(seed=args.seed + args.num_envs)  # games the training envs did not start from
     if videos:  # the colour screens of the same games: the same seed, then the same actions
@@ -502,7 +501,7 @@ def argument_rules(args: Args) -> list[tuple[bool, str]]:
     ]
 
 
-SCRIPT = run_management.Script(__file__, Args, Agent, evaluate, ARGUMENT_RANGES, argument_rules)
+SCRIPT = run_management.Script(__file__, Args, make_network, evaluate, ARGUMENT_RANGES, argument_rules)
 
 if __name__ == "__main__":
     run_management.main(SCRIPT, train)

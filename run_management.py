@@ -3,13 +3,14 @@ TensorBoard, wandb, the console, signals and the safe stop, atomic saves, checkp
 a run ends (exit status 0 finished, 75 interrupted, 1 crashed, 2 bad arguments), the command line and its checks, the
 env-id lookup, and the one reader of a run folder. torch is imported where it is used: tools that read runs start fast.
 
-A script hands over what is its own in Script(__file__, Args, Network, evaluate, ARGUMENT_RANGES, argument_rules): its
-tyro dataclass; its network, built as Network(num_actions, activation, hadamard, hidden_dim); evaluate(model_path, args,
-device, stop, videos) -> the scores of eval_episodes games (stop turns true at a signal; videos: a GameVideos, or None
-without --capture-video); {"must be positive": (field names), ...} and argument_rules(args) -> [(broken, message)].
-Its train uses a Run (see the class).
+A script hands over what is its own in Script(__file__, Args, make_network, evaluate, ARGUMENT_RANGES, argument_rules):
+its tyro dataclass; make_network(args, num_actions), its network built from a run's arguments (training, evaluation and
+--resume all build it there); evaluate(model_path, args, device, stop, videos) -> the scores of eval_episodes games
+(stop turns true at a signal; videos: a GameVideos, or None without --capture-video); {"must be positive": (field
+names), ...} and argument_rules(args) -> [(broken, message)]. Its train uses a Run (see the class).
 """
 
+import _thread
 import difflib
 import errno
 import importlib.util
@@ -41,7 +42,7 @@ class Script(NamedTuple):
 
     file: str
     Args: type
-    Network: type
+    make_network: Callable
     evaluate: Callable
     argument_ranges: dict
     argument_rules: Callable
@@ -68,18 +69,44 @@ def machine_fault(error: BaseException | None) -> bool:
 
 
 class StopRequest:
-    """SIGINT (Ctrl-C), SIGTERM, SIGHUP: stop at the next safe point, where a checkpoint is whole; a second: at once."""
+    """SIGINT (Ctrl-C), SIGTERM, SIGHUP: stop at the next safe point, where a checkpoint is whole; a second: at once.
+    A thread that each signal wakes counts them and acknowledges the first at once: Python runs a handler only once
+    the main thread is back in Python, which a long call into C (128 games' reset: a minute on a busy CPU) delays,
+    and two signals before that would be one call of the handler."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    latest = None  # the StopRequest of the run in progress, whose signals the thread counts
 
     def __init__(self):
-        self.signal_name, self.at_once = None, False
-        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        self.signal_name, self.signals, self.at_once, self.stopped = None, 0, False, False
+        for signum in self.SIGNALS:
             signal.signal(signum, self._handle)
+        if StopRequest.latest is None:  # once in a process: Python writes each signal's number to this pipe
+            read, write = os.pipe()
+            os.set_blocking(write, False)
+            signal.set_wakeup_fd(write)
+            threading.Thread(target=StopRequest._count, args=(read,), daemon=True).start()
+        StopRequest.latest = self
 
-    def _handle(self, signum, frame):
-        if self.signal_name is not None:
-            self.at_once = True
+    @staticmethod
+    def _count(read: int) -> None:
+        while numbers := os.read(read, 64):
+            for number in (number for number in numbers if number in StopRequest.SIGNALS):
+                request, name = StopRequest.latest, signal.Signals(number).name
+                request.signals += 1
+                if request.signals == 1:
+                    say(
+                        f"stopping at the next safe point ({name}; a second signal stops at once, without a checkpoint)"
+                    )
+                elif request.signals == 2:
+                    request.at_once = True
+                    _thread.interrupt_main(number)  # the handler runs again, and stops the run
+
+    def _handle(self, signum, frame):  # in the main thread
+        self.signal_name = self.signal_name or signal.Signals(signum).name
+        if self.at_once and not self.stopped:
+            self.stopped = True
             raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
 
     def __bool__(self) -> bool:
         return self.signal_name is not None
@@ -360,8 +387,10 @@ def atomic_save(obj, path: str) -> None:
         if not isinstance(error, Exception):
             raise
         cause = error
-        while cause is not None and not isinstance(cause, OSError):  # torch's zip writer wraps the OSError
-            cause = cause.__cause__ or cause.__context__
+        while cause is not None and not isinstance(cause, (OSError, KeyboardInterrupt)):
+            cause = cause.__cause__ or cause.__context__  # torch's zip writer wraps what its writes raise
+        if isinstance(cause, KeyboardInterrupt):  # a second signal in the middle of one of torch's writes
+            raise KeyboardInterrupt from error
         full = getattr(cause, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
         raise OSError(f"could not write {path}: {cause or error}" + (" (the disk is full?)" if full else "")) from error
 
@@ -387,15 +416,25 @@ def read_run_folder(run_dir: str) -> tuple[dict | None, dict]:
 
 
 def atari_game(env_id: str) -> str:
-    """The ale-py ROM id of an env id ("Breakout-v5" and "ALE/Breakout-v5" -> "breakout"), or a clear error."""
+    """The ale-py ROM id of an env id ("Breakout-v5", "ALE/Breakout-v5", "breakout" -> "breakout"), or a ValueError
+    that names the id that works: for gym's older ids (BreakoutNoFrameskip-v4, Breakout-v4, ...) and for a typo."""
     from ale_py.roms import get_all_rom_ids
 
-    name = re.sub(r"-v\d+$", "", env_id.split("/")[-1])
-    game = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() if not name.islower() else name
-    if game not in get_all_rom_ids():
-        close = difflib.get_close_matches(game, get_all_rom_ids(), n=3)
+    roms = {rom.replace("_", ""): rom for rom in get_all_rom_ids()}  # "SpaceInvaders" finds "space_invaders"
+    parts = re.fullmatch(r"(?:ALE/)?(\w+?)(NoFrameskip|Deterministic)?(-ram)?(?:-v(\d+))?", env_id)
+    name = (parts[1] if parts else env_id).replace("_", "").lower()
+    if name not in roms:
+        close = [v5_id(roms[match]) for match in difflib.get_close_matches(name, roms, n=3)]
         raise ValueError(f"unknown Atari game '{env_id}'" + (f"; did you mean {', '.join(close)}?" if close else ""))
-    return game
+    if parts[2] or parts[3] or parts[4] not in (None, "5"):
+        raise ValueError(f"--env-id {env_id} is a gym id; the scripts make the game's env with their own settings "
+                         f"(docs/protocol.md): use --env-id {v5_id(roms[name])}")  # fmt: skip
+    return roms[name]
+
+
+def v5_id(rom: str) -> str:
+    """The env id the scripts take for a ROM: "space_invaders" -> "SpaceInvaders-v5"."""
+    return "".join(word.capitalize() for word in rom.split("_")) + "-v5"
 
 
 IN_RANGE = {
@@ -415,7 +454,10 @@ SHARED_RANGES = {
 
 
 def check_args(args, script: Script) -> None:
-    """Raises ValueError with a one-line reason at the first argument out of its range or against a rule."""
+    """Sets --diagnostics-interval, when not given, to a tenth of the run; then raises ValueError with a one-line
+    reason at the first argument out of its range or against a rule."""
+    if args.diagnostics_interval is None:  # args.json records the value used
+        args.diagnostics_interval = max(args.total_timesteps // 10, 1)
     atari_game(args.env_id)
     for words, names in [*SHARED_RANGES.items(), *script.argument_ranges.items()]:
         for name in names:  # None: an optional argument not given
@@ -478,8 +520,7 @@ def resumed_args(given, given_names: set[str], script: Script):
     if args.eval_only and not os.path.exists(model_path):
         raise ValueError(f"--resume {run_dir} --eval-only: the run saved no model (it ran without --save-model)")
     if args.eval_only:
-        network = script.Network(1, args.activation, args.hadamard, args.hidden_dim)
-        checked_load(model_path, "model", script, set(network.state_dict()))
+        checked_load(model_path, "model", script, set(script.make_network(args, 1).state_dict()))
     elif status.get("status") == "finished":
         raise ValueError(f"--resume {run_dir}: the run finished already (--eval-only evaluates its model again)")
     elif not os.path.exists(checkpoint_path):

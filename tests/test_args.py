@@ -36,10 +36,18 @@ SHARED = [
     (["--diagnostics-interval", "-5"], "--diagnostics-interval must be >= 0"),
     (["--diagnostics-samples", "100"], "must be at least --hidden-dim (512)"),
     (["--hidden-dim", "32", "--diagnostics-samples", "48"], "and the convolutions' 64 channels"),
-    (["--env-id", "Breakot-v5"], "did you mean breakout"),
+    (["--env-id", "Breakot-v5"], "unknown Atari game 'Breakot-v5'; did you mean Breakout-v5?"),
+    # gym's and CleanRL's ids: the one that works is named
+    (["--env-id", "BreakoutNoFrameskip-v4"], "--env-id BreakoutNoFrameskip-v4 is a gym id;"),
+    (["--env-id", "BreakoutNoFrameskip-v4"], "use --env-id Breakout-v5"),
+    (["--env-id", "Breakout-v4"], "use --env-id Breakout-v5"),
+    (["--env-id", "BreakoutDeterministic-v4"], "use --env-id Breakout-v5"),
+    (["--env-id", "ALE/Breakout-ram-v5"], "use --env-id Breakout-v5"),
+    (["--env-id", "SpaceInvadersNoFrameskip-v4"], "use --env-id SpaceInvaders-v5"),
+    (["--env-id", "SpaceInvdersNoFrameskip-v4"], "did you mean SpaceInvaders-v5, "),
     (["--exp-name", "a/b"], "--exp-name must be a plain name"),
     (["--checkpoint-interval", "-1", "--save-model"], "--checkpoint-interval must be >= 0"),
-    (["--checkpoint-interval", "1000"], "--checkpoint-interval needs --save-model"),
+    (["--checkpoint-interval", "1000", "--no-save-model"], "--checkpoint-interval needs --save-model"),
     (["--eval-only"], "--eval-only needs --resume RUN_DIR"),
     (["--resume", "no/such/run"], "--resume no/such/run: not a run folder"),
 ]
@@ -112,6 +120,23 @@ def test_a_bad_argument_stops_with_one_line_and_no_folder(script, args, reason, 
 def test_valid_arguments_pass(script):
     parse(script, VALID[script])
     parse(script, VALID[script] + ["--diagnostics-interval", "0", "--diagnostics-samples", "1"])
+    for env_id, game in [
+        ("ALE/Breakout-v5", "breakout"),
+        ("breakout", "breakout"),
+        ("TicTacToe3D-v5", "tic_tac_toe_3d"),
+    ]:
+        assert run_management.atari_game(parse(script, VALID[script] + ["--env-id", env_id]).env_id) == game
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_diagnostics_come_every_tenth_of_the_run_unless_told(script):
+    """A run of any length captures diagnostics (every tenth of it), and args.json records the interval used."""
+    assert parse(script, VALID[script] + ["--total-timesteps", "400000"]).diagnostics_interval == 40_000
+    assert parse(script, VALID[script]).diagnostics_interval == 1_000_000
+    assert parse(script, VALID[script] + ["--diagnostics-interval", "0"]).diagnostics_interval == 0
+    assert parse(script, VALID[script] + ["--diagnostics-interval", "5000"]).diagnostics_interval == 5000
+    args = parse(script, VALID[script])
+    assert args.save_model and args.eval_episodes > 0  # every run keeps a checkpoint and is evaluated at its end
 
 
 @pytest.mark.parametrize("script", ["ppo", "pqn"])

@@ -1,5 +1,6 @@
 """Stopping a run: a signal mid-run and an error in the loop both keep what the run reached and say how it ended."""
 
+import io
 import json
 import os
 import signal
@@ -68,6 +69,81 @@ def test_sigterm_mid_run_keeps_a_checkpoint_and_the_logs(script, tmp_path):
     assert scalars["charts/SPS"]  # written, although the writer flushes only every 2 minutes
 
 
+# every step of the games takes 0.1 s longer: a PQN rollout of 64 steps, and so its next safe point, lasts 6.4 s
+SLOW_GAMES = """
+import time
+from ale_py import vector_env
+_recv = vector_env.AtariVectorEnv.recv
+def _slow_recv(self, *args, **kwargs):
+    time.sleep(0.1)
+    return _recv(self, *args, **kwargs)
+vector_env.AtariVectorEnv.recv = _slow_recv
+"""
+# the first reset of the games stays 8 s in C without a return to Python, as 128 games' reset does on a busy CPU
+# (glibc's system() waits for its child in C, through any signal)
+SLOW_RESET = """
+import os
+from ale_py import vector_env
+_reset = vector_env.AtariVectorEnv.reset
+def _slow_reset(self, *args, **kwargs):
+    os.system("sleep 8")
+    return _reset(self, *args, **kwargs)
+vector_env.AtariVectorEnv.reset = _slow_reset
+"""
+
+
+@pytest.mark.parametrize(
+    "signal_name, signals, fault", [("SIGINT", 1, SLOW_GAMES), ("SIGINT", 2, SLOW_GAMES), ("SIGTERM", 1, SLOW_RESET)]
+)
+def test_a_signal_is_acknowledged_at_once_and_a_second_one_stops_at_once(signal_name, signals, fault, tmp_path):
+    """A real signal, mid-rollout or in the middle of the games' reset, to a run with the default run management (no
+    --save-model written): one line says so within a second and a half, long before the safe point; the run then
+    stops there with a checkpoint, or, after a second signal, at once."""
+    args = ["--total-timesteps", "100000", "--num-envs", "4", "--num-steps", "64", "--num-minibatches", "4"]
+    args += ["--hidden-dim", "32", "--diagnostics-samples", "64", "--no-cuda"]
+    process = subprocess.Popen(
+        command("pqn", *args),
+        cwd=tmp_path,
+        env=script_env(fault_folder(tmp_path, fault)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = ""
+    while "run folder" not in output:  # the start-up line: the games' reset, then the first rollout, follow it
+        line = process.stdout.readline()
+        assert line, f"the script ended before training:\n{output}"
+        output += line
+    time.sleep(0.5)
+    process.send_signal(signal.Signals[signal_name])
+    sent, lines = time.monotonic(), []
+    for line in iter(process.stdout.readline, ""):
+        lines.append((time.monotonic() - sent, line.rstrip()))
+        if signals == 2 and line.startswith("stopping at the next safe point"):
+            process.send_signal(signal.Signals[signal_name])
+    process.wait(timeout=60)
+    said = [line for _, line in lines]
+    assert process.returncode == EXIT_INTERRUPTED, output + "\n".join(said)
+    acknowledged = [
+        i for i, line in enumerate(said) if line.startswith(f"stopping at the next safe point ({signal_name}")
+    ]
+    ended = [i for i, line in enumerate(said) if line.startswith(f"interrupted by {signal_name}")]
+    assert len(acknowledged) == 1 and len(ended) == 1 and acknowledged[0] < ended[0], said
+    assert lines[acknowledged[0]][0] < 1.5, lines  # at once, not at the safe point, seconds later
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    if signals == 1:
+        assert lines[ended[0]][0] > lines[acknowledged[0]][0] + 3, lines  # the run went on to its safe point
+        continued = f"continue from step 256 with python pqn_atari_hadamard.py --resume runs/{run_dir.name}"
+        assert said[ended[0]] == f"interrupted by {signal_name} at step 256: {continued}"
+        assert status(run_dir)["checkpoint_step"] == 256 and (run_dir / "checkpoint.pt").exists()
+    else:
+        assert lines[ended[0]][0] < 4, lines  # in the middle of the rollout
+        assert said[ended[0]].startswith(f"interrupted by {signal_name} (twice: at once) at step ")
+        assert "the weights are saved; no checkpoint to continue from (stopped at once)" in said[ended[0]]
+        assert not (run_dir / "checkpoint.pt").exists() and (run_dir / "pqn_atari_hadamard.pt").exists()
+    assert "Traceback" not in output + "\n".join(said)
+
+
 @pytest.mark.parametrize("script", ["dqn", "ppo", "pqn"])
 def test_an_error_in_the_loop_keeps_the_model_and_the_logs(script, tmp_path):
     args = ["--total-timesteps", "256", "--hidden-dim", "32", "--diagnostics-samples", "64"]
@@ -98,6 +174,8 @@ def test_signals_ask_for_a_stop_and_a_second_one_stops_at_once():
             assert stop and stop.signal_name == signal.Signals(signum).name and not stop.at_once
             with pytest.raises(KeyboardInterrupt):
                 os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(500):  # the thread that counts the signals has the handler raise
+                    time.sleep(0.01)
             assert stop.at_once
     finally:
         for signum, handler in previous.items():
@@ -111,6 +189,28 @@ def test_a_failed_save_leaves_the_previous_file_whole(tmp_path):
     with pytest.raises(OSError, match="could not write"):  # a lambda cannot be pickled
         run_management.atomic_save({"step": 2, "unpicklable": lambda: None}, path)  # fails halfway through the write
     assert torch.load(path, weights_only=True) == {"step": 1}
+
+
+def test_a_second_signal_in_the_middle_of_a_save_stops_it_at_once(tmp_path, monkeypatch):
+    """torch's zip writer turns the KeyboardInterrupt that a second signal raises in one of its writes into a
+    RuntimeError: it is still a stop at once (not a crash), and the file on disk stays as it was."""
+    path = str(tmp_path / "model.pt")
+    run_management.atomic_save({"step": 1}, path)
+
+    class InterruptedFile(io.FileIO):
+        writes = 0
+
+        def write(self, data):
+            InterruptedFile.writes += 1
+            if InterruptedFile.writes == 2:  # torch's writer lets the first through unwrapped
+                raise KeyboardInterrupt  # as StopRequest raises it at a second signal
+            return super().write(data)
+
+    monkeypatch.setattr(run_management, "open", lambda name, mode: InterruptedFile(name, "w"), raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_management.atomic_save({"step": 2, "weights": torch.zeros(1000)}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1} and os.listdir(tmp_path) == ["model.pt"]
 
 
 def test_a_signal_during_the_evaluation_keeps_the_games_played(tmp_path):

@@ -13,6 +13,7 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
+from faults import STOP_AFTER_FIRST_CHECKPOINT, fault_folder
 from script_runs import REPO_ROOT, read_scalars, run_script
 
 import pqn_atari_hadamard as pqn
@@ -189,3 +190,59 @@ def test_a_script_copied_out_with_its_two_modules_trains_on_its_own(tmp_path):
     assert status(run_dir)["status"] == "finished" and (run_dir / "pqn_atari_hadamard.pt").exists()
     with open(run_dir / "args.json") as f:
         assert json.load(f)["batch_size"] == 64  # the values computed at run time are recorded
+
+
+# a student's new network option, as issue 37 met it: a third Hadamard branch, h = a * b * c, from a new Args field
+HIDDEN_DIM_FIELD = (
+    "    hidden_dim: int = 512  # units of the final hidden layer (1024 with --no-hadamard: as many parameters)\n"
+)
+BRANCH_B = "            self.hadamard_b_norm = nn.LayerNorm(hidden_dim, eps=1e-6)\n"
+OUTPUT_B = '            outputs["hadamard_b"] = b = self.act(self.hadamard_b_norm(self.hadamard_b(z)))\n'
+THIRD_BRANCH = {  # each line of the script, and what takes its place in the copy
+    HIDDEN_DIM_FIELD: HIDDEN_DIM_FIELD + "    third_branch: bool = False  # a third Hadamard branch: h = a * b * c\n",
+    "hidden_dim: int = 512):\n": "hidden_dim: int = 512, third_branch: bool = False):\n",
+    BRANCH_B: BRANCH_B
+    + "            if third_branch:\n"
+    + "                self.hadamard_c = nn.Linear(64 * 7 * 7, hidden_dim)\n"
+    + "                self.hadamard_c_norm = nn.LayerNorm(hidden_dim, eps=1e-6)\n",
+    OUTPUT_B: OUTPUT_B
+    + '            if hasattr(self, "hadamard_c"):\n'
+    + '                outputs["hadamard_c"] = c = self.act(self.hadamard_c_norm(self.hadamard_c(z)))\n'
+    + "                b = b * c\n",
+    "args.hadamard, args.hidden_dim)\n": "args.hadamard, args.hidden_dim, args.third_branch)\n",  # in make_network
+}
+
+
+def test_a_new_network_option_reaches_training_resume_and_the_evaluation(tmp_path):
+    """The option is added to Args, the network and make_network only: a run with it stops at its first checkpoint,
+    --resume continues it, and --resume --eval-only evaluates its saved model."""
+    for name in ("pqn_atari_hadamard.py", "diagnostics.py", "run_management.py"):
+        shutil.copy(os.path.join(REPO_ROOT, name), tmp_path / name)
+    script = tmp_path / "pqn_atari_hadamard.py"
+    source = script.read_text()
+    for line, changed in THIRD_BRANCH.items():
+        assert source.count(line) == 1, line
+        source = source.replace(line, changed)
+    script.write_text(source)
+    stop = fault_folder(tmp_path, STOP_AFTER_FIRST_CHECKPOINT)
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+
+    def run(*args, paths=()):
+        run_env = dict(env, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(map(str, paths)))
+        command = [sys.executable, "pqn_atari_hadamard.py", *args]
+        return subprocess.run(command, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=300)
+
+    tiny = "--num-envs 4 --num-steps 16 --num-minibatches 4 --hidden-dim 32 --diagnostics-samples 64 --no-cuda"
+    tiny += " --max-episode-frames 400 --total-timesteps 256 --eval-episodes 1 --checkpoint-interval 128"
+    stopped = run(*tiny.split(), "--third-branch", paths=[stop])
+    assert stopped.returncode == run_management.EXIT_INTERRUPTED, stopped.stderr[-3000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    scalars, _ = read_scalars(run_dir)
+    assert "diagnostics/dead_fraction/hadamard_c" in scalars  # the diagnostics measure the new branch
+    resumed = run("--resume", f"runs/{run_dir.name}")
+    assert resumed.returncode == 0 and "resumed at step 128" in resumed.stdout, resumed.stderr[-3000:]
+    assert "hadamard_c.weight" in torch.load(run_dir / "pqn_atari_hadamard.pt", weights_only=True)
+    evaluated = run("--resume", f"runs/{run_dir.name}", "--eval-only", "--eval-episodes", "2")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert "evaluation: game 2/2 returned" in evaluated.stdout
+    assert len(status(run_dir)["evaluation"]["returns"]) == 2

@@ -248,5 +248,23 @@ def test_the_evaluations_differ_only_in_how_they_act(scripts):
         acting = next(i for i, line in enumerate(lines) if line.strip() == "with torch.no_grad():")
         stepping = next(i for i, line in enumerate(lines) if "= envs.step(" in line)
         frames[s.name] = "\n".join(line for line in lines[start : start + 2] + lines[stepping:])
-        assert any(f"= {s.network().name}(" in line for line in lines[start:acting]), s.name
+        assert any("= make_network(args, " in line for line in lines[start:acting]), s.name
     assert_same(frames, "evaluate() apart from its actions")
+
+
+def test_the_network_is_built_in_one_place(scripts):
+    """make_network(args, num_actions) builds the network from a run's arguments for training, evaluation and --resume
+    (run_management calls it): a new option of the network, passed on there, reaches every path."""
+    for s in scripts:
+        network = s.network().name
+        builders = [
+            node.name
+            for node in ast.walk(s.tree)
+            if isinstance(node, ast.FunctionDef)
+            for call in ast.walk(node)
+            if isinstance(call, ast.Call) and ast.unparse(call.func) == network
+        ]
+        assert builders == ["make_network"], f"{s.name}: {network}(...) is called in {builders}"
+        make_network = s.top_level()["make_network"]
+        assert [arg.arg for arg in make_network.args.args] == ["args", "num_actions"], s.name
+        assert "Script(__file__, Args, make_network," in s.text(s.top_level()["SCRIPT"]), s.name
