@@ -131,7 +131,7 @@ def fake_run(folder, module) -> str:
         status = {"script": f"{module.__name__}.py", "status": "interrupted", "host": "elsewhere", "pid": 1}
         json.dump(status, f)
     torch.save({"script": f"{module.__name__}.py", "global_step": 1}, os.path.join(folder, "checkpoint.pt"))
-    layers = module.SCRIPT.Network(1, args.activation, args.hadamard, args.hidden_dim).state_dict()
+    layers = module.SCRIPT.make_network(args, 1).state_dict()
     torch.save({name: torch.zeros(1) for name in layers}, os.path.join(folder, f"{args.exp_name}.pt"))
     return folder
 

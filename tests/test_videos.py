@@ -65,7 +65,7 @@ def test_a_recorded_evaluation_plays_the_games_it_plays_unrecorded(script, tmp_p
     module = importlib.import_module(f"{script}_atari_hadamard")
     torch.manual_seed(0)
     model_path = tmp_path / "model.pt"
-    torch.save(module.SCRIPT.Network(4, hidden_dim=32).state_dict(), model_path)
+    torch.save(module.make_network(module.Args(hidden_dim=32), 4).state_dict(), model_path)
     unrecorded, scores, _ = play(module, model_path, None)
     videos = run_management.GameVideos(str(tmp_path), model_step=64, games_before=0, track=False)
     recorded, recorded_scores, finished_after = play(module, model_path, videos)
