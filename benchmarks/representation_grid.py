@@ -262,7 +262,7 @@ def report(args) -> int:
         except (ValueError, TypeError, OSError) as err:
             say(f"error: {os.path.join(published, name)}: {err}", error=True)
             return 1
-        if run.variant.algorithm == args.algorithm and run.game == game:
+        if run.variant.algorithm == args.algorithm and run.game == game and run.seed in args.seeds:
             runs.append(run._replace(path=os.path.relpath(run.path, os.path.dirname(published))))
     if not runs:
         say(f"error: no published {args.algorithm} runs of {args.env_id} in {published} to report", error=True)
