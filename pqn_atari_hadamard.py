@@ -324,14 +324,20 @@ def train(args: Args) -> int:
     is_transition = np.zeros((args.num_steps, args.num_envs), dtype=bool)  # False on the steps not the agent's
 
     # TRY NOT TO MODIFY: start the games. Name any new stateful part here too, or --resume drifts from a full run
-    global_step = run.start_training(q_network, optimizer=optimizer, probe_generator=probe_generator)
+    actions_sent = run_management.ActionLog(args.num_envs)  # --resume plays the games again with them
+    global_step = run.start_training(
+        q_network, optimizer=optimizer, probe_generator=probe_generator, actions_sent=actions_sent
+    )
     epsilon_duration = args.exploration_fraction * args.total_timesteps
 
     with run:  # a bug is recorded here, then raised; a second Ctrl-C or a full disk ends the training here
         frames, info = envs.reset(seed=run.games_seed)
         stacks = np.repeat(frames, 4, axis=1)  # a game starts from four copies of its first frame
-        next_obs = torch.from_numpy(stacks).to(device)
         tracker = EpisodeTracker(args.num_envs, info["lives"], fire_action)
+        for sent in actions_sent.replay():  # resumed: the games played again to where the checkpoint left them
+            frames, reward, terminations, truncations, info = envs.step(sent)
+            stacks = stack_frames(stacks, frames, ~tracker.step(reward, terminations, truncations, info["lives"])[0])
+        next_obs = torch.from_numpy(stacks).to(device)
         for iteration in range(global_step // args.batch_size + 1, args.num_iterations + 1):
             if args.anneal_lr:
                 frac = 1.0 - (iteration - 1.0) / args.num_iterations
@@ -349,7 +355,9 @@ def train(args: Args) -> int:
                 action = torch.where(explore, random_actions, greedy_actions)
 
                 # TRY NOT TO MODIFY: play the step; the envs play it in their threads while the device stores the step
-                envs.send(tracker.with_forced_fire(action.cpu().numpy()))  # FIRE after a lost life, if forced
+                sent = tracker.with_forced_fire(action.cpu().numpy())  # FIRE after a lost life, if forced
+                envs.send(sent)
+                actions_sent.append(sent)
                 obs[step] = next_obs
                 actions[step] = action
                 max_q[step] = best_q

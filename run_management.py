@@ -112,6 +112,38 @@ class StopRequest:
         return self.signal_name is not None
 
 
+class ActionLog:
+    """Every action a run sent to its envs, a (steps, num_envs) uint8 array in the checkpoint. The emulators' states
+    cannot be saved, so --resume plays the games again from the run's seed with these actions, step for step to where
+    the checkpoint left them (ale-py's games are deterministic given the seed and the actions): a part of the run's
+    state as any other, named in start_training. Without one (DQN), a resumed run starts fresh games."""
+
+    def __init__(self, num_envs: int, chunk_steps: int = 4096):
+        self.chunk_steps, self.num_envs = chunk_steps, num_envs
+        self.chunks, self.filled, self.restored = [np.zeros((chunk_steps, num_envs), np.uint8)], 0, 0
+
+    def append(self, sent: np.ndarray) -> None:
+        if self.filled == len(self.chunks[-1]):
+            self.chunks.append(np.zeros((self.chunk_steps, self.num_envs), np.uint8))
+            self.filled = 0
+        self.chunks[-1][self.filled] = sent
+        self.filled += 1
+
+    def replay(self):
+        """The restored checkpoint's actions, step by step (none in a fresh run)."""
+        for sent in self.chunks[0][: self.restored]:
+            yield sent.astype(np.int64)
+
+    def state_dict(self) -> dict:
+        import torch
+
+        return {"actions": torch.from_numpy(np.concatenate([*self.chunks[:-1], self.chunks[-1][: self.filled]]))}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.chunks = [state["actions"].numpy().copy()]  # the next append starts a new chunk
+        self.restored = self.filled = len(self.chunks[0])
+
+
 class Run:
     """A run's folder and what keeps it safe: TensorBoard (run.writer), status.json, the console (log_progress),
     checkpoints (start_training, save_checkpoint), the safe stop (stop_requested), `with run:` the loop, finish."""
@@ -164,6 +196,11 @@ class Run:
         if self.checkpoint is None:
             return 0
         checkpoint, self.checkpoint = self.checkpoint, None
+        missing = [name for name in self.parts if name not in checkpoint]
+        if missing:
+            say(f"error: {self.checkpoint_path} has no {', '.join(missing)}: written by an older {self.script.name}, "
+                "which this one cannot continue", error=True)  # fmt: skip
+            sys.exit(EXIT_BAD_ARGUMENTS)
         for name, part in self.parts.items():
             (part.set_state if isinstance(part, torch.Generator) else part.load_state_dict)(checkpoint[name])
         rng = checkpoint["rng"]
@@ -175,7 +212,11 @@ class Run:
         self.recent_returns.extend(checkpoint["recent_returns"])
         self.start_time -= checkpoint["elapsed_time"]
         self.step = step = checkpoint["global_step"]
-        # the games in progress cannot be saved: fresh games, seeded anew for each (seed, step)
+        replayed = sum(len(part.chunks[0]) for part in self.parts.values() if isinstance(part, ActionLog))
+        if replayed:  # the games are played again from the run's own seed (ActionLog)
+            say(f"resumed at step {step:,} from {self.checkpoint_path}; replaying its games' {replayed:,} steps")
+            return step
+        # the games in progress were not saved: fresh games, seeded anew for each (seed, step)
         seed = np.random.SeedSequence([self.args.seed, step]).generate_state(1)[0]
         self.games_seed = int(seed) % (2**31 - self.args.num_envs)
         say(f"resumed at step {step:,} from {self.checkpoint_path}")

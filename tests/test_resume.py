@@ -134,13 +134,21 @@ def test_a_stopped_and_resumed_run_continues_the_same_experiment(script, stop, t
             assert got[tag] == expected[tag], tag
     assert max(step for values in got.values() for step, _ in values) == TOTAL[script]
 
-    # the resumed part plays fresh games, so it is not the uninterrupted run's; resuming is itself reproducible
+    # PPO and PQN replay the games to the checkpoint (ActionLog): the resumed run is the uninterrupted one, every game,
+    # loss and weight; DQN's resumed part plays fresh games, so it is not; resuming is itself reproducible
     if stop == "SIGKILL":
         return
     assert logged(twin_dir) == got
-    twin, final = weights(twin_dir, script), weights(run_dir, script)
+    twin, final, whole = weights(twin_dir, script), weights(run_dir, script), weights(whole_dir, script)
     assert all(torch.equal(twin[name], final[name]) for name in final)
-    assert final.keys() == weights(whole_dir, script).keys()
+    assert final.keys() == whole.keys()
+    if script != "dqn":
+        for tag, values in expected.items():
+            assert got[tag] == values, f"{tag}: the resumed run is not the uninterrupted one"
+        assert all(torch.equal(whole[name], final[name]) for name in final)
+    else:
+        returns = "charts/episodic_return"
+        assert got[returns] != expected[returns]  # fresh games after the resume
 
     if script == "pqn":  # the finished run's model evaluated on its own
         evaluated = run(
