@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from faults import STOP_AFTER_FIRST_CHECKPOINT, fault_folder
 from script_runs import REPO_ROOT, read_scalars, run_script
+from test_exercises import EXERCISES
 
 import pqn_atari_hadamard as pqn
 import run_management
@@ -192,25 +193,8 @@ def test_a_script_copied_out_with_its_two_modules_trains_on_its_own(tmp_path):
         assert json.load(f)["batch_size"] == 64  # the values computed at run time are recorded
 
 
-# a student's new network option, as issue 37 met it: a third Hadamard branch, h = a * b * c, from a new Args field
-HIDDEN_DIM_FIELD = (
-    "    hidden_dim: int = 512  # units of the final hidden layer (1024 with --no-hadamard: as many parameters)\n"
-)
-BRANCH_B = "            self.hadamard_b_norm = nn.LayerNorm(hidden_dim, eps=1e-6)\n"
-OUTPUT_B = '            outputs["hadamard_b"] = b = self.act(self.hadamard_b_norm(self.hadamard_b(z)))\n'
-THIRD_BRANCH = {  # each line of the script, and what takes its place in the copy
-    HIDDEN_DIM_FIELD: HIDDEN_DIM_FIELD + "    third_branch: bool = False  # a third Hadamard branch: h = a * b * c\n",
-    "hidden_dim: int = 512):\n": "hidden_dim: int = 512, third_branch: bool = False):\n",
-    BRANCH_B: BRANCH_B
-    + "            if third_branch:\n"
-    + "                self.hadamard_c = nn.Linear(64 * 7 * 7, hidden_dim)\n"
-    + "                self.hadamard_c_norm = nn.LayerNorm(hidden_dim, eps=1e-6)\n",
-    OUTPUT_B: OUTPUT_B
-    + '            if hasattr(self, "hadamard_c"):\n'
-    + '                outputs["hadamard_c"] = c = self.act(self.hadamard_c_norm(self.hadamard_c(z)))\n'
-    + "                b = b * c\n",
-    "args.hadamard, args.hidden_dim)\n": "args.hadamard, args.hidden_dim, args.third_branch)\n",  # in make_network
-}
+# a student's new network option, as issue 37 met it: a third Hadamard branch from a new Args field (the exercise)
+THIRD_BRANCH = EXERCISES["pqn_three_branches"].changes
 
 
 def test_a_new_network_option_reaches_training_resume_and_the_evaluation(tmp_path):
@@ -234,7 +218,7 @@ def test_a_new_network_option_reaches_training_resume_and_the_evaluation(tmp_pat
 
     tiny = "--num-envs 4 --num-steps 16 --num-minibatches 4 --hidden-dim 32 --diagnostics-samples 64 --no-cuda"
     tiny += " --max-episode-frames 400 --total-timesteps 256 --eval-episodes 1 --checkpoint-interval 128"
-    stopped = run(*tiny.split(), "--third-branch", paths=[stop])
+    stopped = run(*tiny.split(), "--hadamard-branches", "3", paths=[stop])
     assert stopped.returncode == run_management.EXIT_INTERRUPTED, stopped.stderr[-3000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     scalars, _ = read_scalars(run_dir)
