@@ -8,7 +8,8 @@ it finishes, then compare_runs' report built from the published runs alone.
 
 ALGORITHM is dqn, ppo or pqn: the runs are ordinary runs of <algorithm>_atari_hadamard.py, written to GRID/runs/ (one
 per representation and seed, experiment names <algorithm>_<representation>: see REPRESENTATIONS), with diagnostics
-every --diagnostics-interval steps and the activations saved. The runner adds nothing of its own to a run. Each run is
+every --diagnostics-interval steps and the activations saved. The runner adds nothing else of its own to a run but
+DQN's exploration schedule and replay memory, sized to the budget (algorithm_flags). Each run is
 one task, `ALGORITHM GRID --task I` (run number I of the grid, seed by seed, representation by representation): a task
 starts its run, continues a stopped one from its checkpoint with --resume (interrupted, or killed while "running"),
 keeps a finished one, and refuses a run it cannot continue (crashed, or stopped without a checkpoint), naming its
@@ -65,11 +66,22 @@ def grid_tasks(algorithm: str, seeds, representations=tuple(REPRESENTATIONS)) ->
     return [(f"{algorithm}_{name}", seed) for seed in seeds for name in chosen]
 
 
+def algorithm_flags(algorithm: str, total_timesteps: int) -> list[str]:
+    """The grid's settings of one algorithm, the same for every representation (its results page states them). DQN:
+    CleanRL's ε falls over the first 10% of the run, which in 400,000 steps ends before learning starts (step 80,000);
+    here over the first 45% (to step 180,000: 100,000 steps of learning), and the replay memory holds the whole run."""
+    if algorithm == "dqn":
+        return ["--exploration-fraction", "0.45", "--buffer-size", str(min(total_timesteps, 1_000_000))]
+    return []
+
+
 def fresh_run(algorithm: str, exp_name: str, seed: int, args) -> list[str]:
-    """The command of a new run: the grid's flags, the representation's, then --script-args (they win)."""
+    """The command of a new run: the grid's flags, the algorithm's, the representation's, then --script-args (they
+    win)."""
     grid_flags = f"--env-id {args.env_id} --seed {seed} --exp-name {exp_name} --total-timesteps {args.total_timesteps}"
     grid_flags += f" --diagnostics-interval {args.diagnostics_interval} --save-activations --no-cuda"
     grid_flags += f" --save-model --checkpoint-interval {args.diagnostics_interval} --eval-episodes 0"
+    grid_flags += " " + " ".join(algorithm_flags(algorithm, args.total_timesteps))
     representation = REPRESENTATIONS[exp_name.removeprefix(f"{algorithm}_")]
     return [sys.executable, script_of(algorithm), *grid_flags.split(), *representation, *shlex.split(args.script_args)]
 

@@ -100,13 +100,15 @@ def test_score_windows_averages_the_games_that_ended_in_each_window(tmp_path):
     assert short.returncode != 0 and "not 500 steps" in short.stderr
 
 
-TINY_GRID = ["--seeds", "1", "--total-timesteps", "64", "--diagnostics-interval", "64", "--script-args"]
-TINY_GRID += [
-    "--num-envs 8 --num-steps 8 --num-minibatches 2 --hidden-dim 64 --diagnostics-samples 64 --max-episode-frames 32"
-]
+TINY_RUNS = "--hidden-dim 64 --diagnostics-samples 64 --max-episode-frames 32"
+TINY_RUNS = {  # algorithm -> its steps (a capture at the last one), its flags; DQN stores 64 states before a capture
+    "dqn": (128, f"--learning-starts 16 --batch-size 8 --target-network-frequency 16 {TINY_RUNS}"),
+    "ppo": (64, f"--num-envs 8 --num-steps 8 --num-minibatches 2 {TINY_RUNS}"),
+    "pqn": (64, f"--num-envs 8 --num-steps 8 --num-minibatches 2 {TINY_RUNS}"),
+}
 
 
-@pytest.mark.parametrize("algorithm", ["ppo", "pqn"])
+@pytest.mark.parametrize("algorithm", ["dqn", "ppo", "pqn"])
 def test_the_results_grid_runs_publishes_reports_and_rebuilds_from_the_published_runs(tmp_path, algorithm):
     """The results page's command on a tiny grid (4 representations, 1 seed, 1 rollout of the bandit env in place of
     Breakout, smaller layers): runs, each published as it finishes, the report; a second call that has nothing to
@@ -114,15 +116,17 @@ def test_the_results_grid_runs_publishes_reports_and_rebuilds_from_the_published
     grid = tmp_path / "grid"
     site = fault_folder(tmp_path, BANDIT_ENV, "bandit")  # games of 8 steps
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(site))
-    command = [sys.executable, GRID_RUNNER, algorithm, str(grid), *TINY_GRID]
+    steps, flags = TINY_RUNS[algorithm]
+    command = [sys.executable, GRID_RUNNER, algorithm, str(grid), "--seeds", "1", "--total-timesteps", str(steps)]
+    command += ["--diagnostics-interval", str(steps), f"--script-args={flags}"]
     first = subprocess.run(command, capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "4 runs to go" in first.stdout
     runs = sorted(os.listdir(grid / "runs"))
     representations = sorted(f"{algorithm}_{name}" for name in grid_runner.REPRESENTATIONS)
     assert sorted(name.split("__")[1] for name in runs) == representations
-    for name in runs:  # the capture at step 64 saved in every run, and the run published as it finished
-        assert os.listdir(grid / "runs" / name / "activations") == ["step_64.npz"]
+    for name in runs:  # the capture at the last step saved in every run, and the run published as it finished
+        assert os.listdir(grid / "runs" / name / "activations") == [f"step_{steps}.npz"]
         assert f"published as {grid / 'published' / name}.json" in first.stdout
     assert sorted(os.listdir(grid / "published")) == [f"{name}.json" for name in runs]
     tables = (grid / "tables.md").read_text()
@@ -175,6 +179,8 @@ def test_the_results_grid_continues_stopped_runs_and_refuses_what_it_cannot_cont
     command = " ".join(grid_runner.fresh_run("ppo", "ppo_tanh_1024", 2, options))
     assert "ppo_atari_hadamard.py --env-id Breakout-v5 --seed 2 --exp-name ppo_tanh_1024" in command
     assert command.endswith("--no-hadamard --hidden-dim 1024 --num-envs 4")  # the representation's, then the user's
+    command = " ".join(grid_runner.fresh_run("dqn", "dqn_relu", 1, options))  # DQN's schedule for 400,000 steps
+    assert "--eval-episodes 0 --exploration-fraction 0.45 --buffer-size 400000 --activation relu" in command
     fake_run("ppo_tanh_1024", 1, "interrupted", False)  # stopped before its first checkpoint
     step, why = grid_runner.next_step(runs, "ppo_tanh_1024", 1)
     assert step == "refused" and "ppo_tanh_1024__1" in why and "cannot be continued" in why
