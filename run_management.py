@@ -171,6 +171,7 @@ class Run:
         else:
             self.checkpoint = checked_load(self.checkpoint_path, "checkpoint", script)
             self.saved_step = self.checkpoint["global_step"]
+            self.stopped_status = read_run_folder(self.dir)[1]  # what the folder says again if the resume is refused
         if args.track:  # wandb is imported only when asked for
             wandb, name = importlib.import_module("wandb"), os.path.basename(os.path.normpath(self.dir))
             wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, config=vars(args), name=name,
@@ -200,6 +201,7 @@ class Run:
         if missing:
             say(f"error: {self.checkpoint_path} has no {', '.join(missing)}: written by an older {self.script.name}, "
                 "which this one cannot continue", error=True)  # fmt: skip
+            write_status(self.dir, **self.stopped_status)
             sys.exit(EXIT_BAD_ARGUMENTS)
         for name, part in self.parts.items():
             (part.set_state if isinstance(part, torch.Generator) else part.load_state_dict)(checkpoint[name])

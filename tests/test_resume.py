@@ -101,6 +101,19 @@ def test_a_stopped_and_resumed_run_continues_the_same_experiment(script, stop, t
     assert status["checkpoint_step"] == CHECKPOINT[script]
     twin_dir = tmp_path / "twin" / "runs" / run_dir.name
     shutil.copytree(run_dir, twin_dir)
+    if script == "pqn" and stop == "SIGTERM":  # an older script's checkpoint, without the games' actions: refused
+        older_dir = tmp_path / "older" / "runs" / run_dir.name
+        shutil.copytree(run_dir, older_dir)
+        checkpoint = torch.load(older_dir / "checkpoint.pt", weights_only=True)
+        del checkpoint["actions_sent"]
+        torch.save(checkpoint, older_dir / "checkpoint.pt")
+        refused = run(script, older_dir.parent.parent, ["--resume", f"runs/{run_dir.name}"])
+        assert refused.returncode == 2 and "has no actions_sent" in refused.stderr, refused.stderr[-3000:]
+        assert "Traceback" not in refused.stderr
+        with open(older_dir / "status.json") as f:  # the folder still says how the run stopped
+            assert {key: value for key, value in json.load(f).items() if key != "updated"} == {
+                key: value for key, value in status.items() if key != "updated"
+            }
 
     dump = fault_folder(tmp_path, DUMP_RESTORED_STATE, "dump")
     for folder in (run_dir, twin_dir)[: 2 if stop == "SIGTERM" else 1]:
