@@ -21,7 +21,7 @@ VARIANTS = {  # the pages' names of the grid's representations
 OWN_NETWORK = {"pqn": "ReLU, 512 (PQN's own network)", "ppo": "ReLU, 512 (CleanRL's network)"}
 LAST_STEP = {"pqn": 397_312, "ppo": 399_360}  # a run ends at its last whole rollout
 SEEDS = {"pqn": ("1", "2", "3"), "ppo": ("1", "2", "3")}  # the seeds each page reports
-PUBLISHED = {"ppo"}  # the algorithms whose CSV is rebuilt from the records in docs/results/runs
+PUBLISHED = {"ppo", "pqn"}  # the algorithms whose CSV is rebuilt from the records in docs/results/runs
 ALGORITHMS = sorted(OWN_NETWORK)
 DIAGNOSTICS = {
     "dead fraction": ("dead_fraction", ".4f"),
