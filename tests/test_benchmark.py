@@ -110,7 +110,7 @@ TINY_RUNS = {  # algorithm -> its steps (a capture at the last one), its flags; 
 
 @pytest.mark.parametrize("algorithm", ["dqn", "ppo", "pqn"])
 def test_the_results_grid_runs_publishes_reports_and_rebuilds_from_the_published_runs(tmp_path, algorithm):
-    """The results page's command on a tiny grid (4 representations, 1 seed, 1 rollout of the bandit env in place of
+    """The results page's command on a tiny grid (4 representations, 1 seed, 64 or 128 steps of the bandit env in place of
     Breakout, smaller layers): runs, each published as it finishes, the report; a second call that has nothing to
     run; and --report-only from the published records alone (the run folders gone) writing the same tables and CSV."""
     grid = tmp_path / "grid"
