@@ -262,19 +262,21 @@ def sbatch(options: list[str], command: str) -> str | None:
 
 
 def report(args) -> int:
-    """compare_runs.py over the published runs of this algorithm and game, with each run's final score over its last
-    `--last-steps` steps: OUT/tables.md, results.csv and figures/. Records are named relative to the folder above
-    --published, so that the report of the same records reads the same wherever they lie."""
+    """compare_runs.py over the published runs of this algorithm's chosen representations and seeds on this game, with
+    each run's final score over its last `--last-steps` steps: OUT/tables.md, results.csv and figures/. Records are
+    named relative to the folder above --published, so that the report of the same records reads the same wherever
+    they lie."""
     published = published_dir(args)
     names = sorted(name for name in os.listdir(published) if name.endswith(".json")) if os.path.isdir(published) else []
     game, runs = compare_runs.game_id(args.env_id), []
+    chosen = {f"{args.algorithm}_{name}" for name in args.representations}
     for name in names:
         try:
             run = compare_runs.read_run(os.path.join(published, name))
         except (ValueError, TypeError, OSError) as err:
             say(f"error: {os.path.join(published, name)}: {err}", error=True)
             return 1
-        if run.variant.algorithm == args.algorithm and run.game == game and run.seed in args.seeds:
+        if run.variant.exp_name in chosen and run.game == game and run.seed in args.seeds:
             runs.append(run._replace(path=os.path.relpath(run.path, os.path.dirname(published))))
     if not runs:
         say(f"error: no published {args.algorithm} runs of {args.env_id} in {published} to report", error=True)

@@ -146,6 +146,23 @@ def test_the_results_grid_runs_publishes_reports_and_rebuilds_from_the_published
     )
     assert report.returncode == 0, report.stderr
     assert (grid / "tables.md").read_text() == tables and (grid / "results.csv").read_text() == numbers
+    part = subprocess.run(  # a partial grid's page: the chosen representations alone
+        [
+            sys.executable,
+            GRID_RUNNER,
+            algorithm,
+            str(grid),
+            "--report-only",
+            "--representations",
+            "tanh_hadamard",
+            "tanh",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert part.returncode == 0 and "(2 runs)" in part.stdout, part.stdout + part.stderr
+    assert f"{algorithm}_tanh_hadamard" in (grid / "tables.md").read_text()
+    assert f"{algorithm}_relu" not in (grid / "tables.md").read_text()
     other = "pqn" if algorithm == "ppo" else "ppo"  # the other algorithm's report finds none of these runs
     none = subprocess.run(
         [sys.executable, GRID_RUNNER, other, str(grid), "--report-only"], capture_output=True, text=True
