@@ -51,6 +51,8 @@ ATARI_REFERENCE_SCORES: dict[str, tuple[float, float]] = {
 DIAGNOSTIC_METRICS = ("dead_fraction", "dormant_fraction", "srank", "effective_rank")
 # The final hidden layer's tag in every variant; older Hadamard runs logged the product as `hadamard`.
 REPRESENTATION_TAGS = ("representation", "hadamard")
+# And one number of the layer below it: the last convolution's dead ReLU channels (all dead: a constant input).
+TRUNK_METRICS = {"conv3_dead_fraction": "dead_fraction/conv3"}
 RETURN_TAG = "charts/episodic_return"
 ALGORITHM_FIELDS = (("buffer_size", "dqn"), ("gae_lambda", "ppo"), ("q_lambda", "pqn"))
 _ROM_IDS = {rom.replace("_", ""): rom for rom in ATARI_REFERENCE_SCORES}
@@ -330,11 +332,11 @@ def folder_record(path: str) -> dict:
 def _run_of(path: str, record: dict) -> Run:
     """The Run of a record, read from a folder or a file."""
     args, status, episodes = record["args"], record["status"], record["episodes"]
+    tags = {metric: [f"{metric}/{layer}" for layer in REPRESENTATION_TAGS] for metric in DIAGNOSTIC_METRICS}
+    tags |= {metric: [name] for metric, name in TRUNK_METRICS.items()}
     diagnostics = {}
-    for metric in DIAGNOSTIC_METRICS:
-        name = next(
-            (n for n in (f"{metric}/{layer}" for layer in REPRESENTATION_TAGS) if n in record["diagnostics"]), None
-        )
+    for metric, names in tags.items():
+        name = next((n for n in names if n in record["diagnostics"]), None)
         if name is not None:
             captures = record["diagnostics"][name]
             diagnostics[metric] = (np.array(captures["step"], dtype=int), np.array(captures["value"], dtype=np.float64))
@@ -617,7 +619,7 @@ def _group(game, variant, label, runs, horizon, last_episodes, last_steps, point
     steps = sorted(captured)
     counts = np.array([max(map(len, captured[step].values())) for step in steps], dtype=int)
     diagnostics = {}  # the mean over runs at every step, where any run has the metric
-    for metric in (m for m in DIAGNOSTIC_METRICS if any(m in captured[step] for step in steps)):
+    for metric in (m for m in (*DIAGNOSTIC_METRICS, *TRUNK_METRICS) if any(m in captured[step] for step in steps)):
         per_step = [estimate(captured[step].get(metric, []), reps, seed)[:3] for step in steps]
         diagnostics[metric] = np.array(per_step, dtype=np.float64)
     score, games_score, area = (estimate(v[~np.isnan(v)], reps, seed) for v in (scores, games_scores, areas))
@@ -629,7 +631,8 @@ def _group(game, variant, label, runs, horizon, last_episodes, last_steps, point
 # ---- Output: Markdown tables, CSV, figures ----
 # One format per kind of number: returns, human-normalised scores, each diagnostic (srank counts units).
 SCORE, NORMALIZED = ",.2f", ".3f"
-DIAGNOSTIC_FORMATS = {"dead_fraction": ".3f", "dormant_fraction": ".3f", "srank": ",.0f", "effective_rank": ",.2f"}
+DIAGNOSTIC_FORMATS = {"dead_fraction": ".3f", "dormant_fraction": ".3f", "srank": ",.0f", "effective_rank": ",.2f",
+                      "conv3_dead_fraction": ".3f"}
 # The least top of each diagnostic's y axis (all of them start at 0), so that a metric that stays at 0 reads as such.
 DIAGNOSTIC_FLOORS = {"dead_fraction": 1e-3, "dormant_fraction": 1e-3, "srank": 1.0, "effective_rank": 1.0}
 # variant: the label; settings: "name=value; ..." of the settings in the label (differing_settings), with full names;
@@ -722,7 +725,7 @@ def tables(comparison: Comparison, max_diagnostic_rows: int = 8) -> str:
             means = [_number(g.diagnostics[m][i, 0], f) if m in g.diagnostics else "n/a" for m, f in formats]
             lines.append([g.game, g.label, f"{g.steps[i]:,}", str(g.counts[i]), *means])
     if lines:
-        header = ["game", "variant", "step", "runs", "dead", "dormant", "srank", "effective rank"]
+        header = ["game", "variant", "step", "runs", "dead", "dormant", "srank", "effective rank", "conv3 dead"]
         thinned = any(len(g.steps) > max_diagnostic_rows for g in groups)
         thin = f"; up to {max_diagnostic_rows} captures per variant, every one in the CSV" if thinned else ""
         parts.append(_markdown(f"Representation diagnostics (mean over the runs{thin})", header, lines))

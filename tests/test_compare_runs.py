@@ -197,7 +197,7 @@ def _write_run(root, env_id, exp_name, seed, returns, hadamard=True, hidden_dim=
                **more_args):  # fmt: skip
     """A run folder as the scripts write it: args.json (more_args added), status.json (None: none, as in older runs)
     and TensorBoard scalars (game i ends at step game_steps i, its length 10 i; diagnostics {step: v}: fractions v,
-    srank 660 v, effective rank 100 v; the evaluation games' returns)."""
+    srank 660 v, effective rank 100 v, the last convolution's 1 - v; the evaluation games' returns)."""
     from torch.utils.tensorboard import SummaryWriter
 
     folder = root / f"{env_id}__{exp_name}__{seed}__{stamp}"
@@ -222,6 +222,7 @@ def _write_run(root, env_id, exp_name, seed, returns, hadamard=True, hidden_dim=
             writer.add_scalar(f"diagnostics/{metric}/{layer}", values[metric], step)
             writer.add_scalar(f"diagnostics/{metric}/conv1", 0.9, step)  # other layers are not the representation
             writer.add_scalar(f"diagnostics/{metric}/hadamard_a", 0.8, step)
+            writer.add_scalar(f"diagnostics/{metric}/conv3", 1 - v, step)
     writer.close()
     return folder
 
@@ -288,8 +289,8 @@ def test_report_of_a_sweep(sweep, tmp_path, capsys):
     )
     assert "| pong | plain (ppo, tanh, 1024) | 2 seeds, 1 unfinished | -20.70 [-20.70, -20.70] |" in text
     # srank is a count: no decimals, whatever its size; the effective rank keeps two
-    assert "| breakout | hr (ppo, tanh+hadamard, 512) | 500 | 2 | 0.150 | 0.150 | 99 | 15.00 |" in text
-    assert "| breakout | plain (ppo, tanh, 1024) | 1,000 | 2 | 0.400 | 0.400 | 264 | 40.00 |" in text
+    assert "| breakout | hr (ppo, tanh+hadamard, 512) | 500 | 2 | 0.150 | 0.150 | 99 | 15.00 | 0.850 |" in text
+    assert "| breakout | plain (ppo, tanh, 1024) | 1,000 | 2 | 0.400 | 0.400 | 264 | 40.00 | 0.600 |" in text
     cut = "cut: pong is compared up to step 500 (the step of its shortest run, "
     assert text.splitlines()[1].startswith(cut) and text.splitlines()[1].endswith(
         "plain (ppo, tanh, 1024) seed 1 (1,000)"
@@ -314,6 +315,9 @@ def test_report_of_a_sweep(sweep, tmp_path, capsys):
     assert float(dead["mean"]) == pytest.approx(0.15) and float(dead["low"]) == pytest.approx(0.1)
     assert dead["interval"] == "range"
     assert float(by_key[("diagnostics", "breakout", "plain", "effective_rank", "1000")]["mean"]) == pytest.approx(40)
+    # and the last convolution's dead channels, over the same seeds
+    conv3 = by_key[("diagnostics", "breakout", "hr", "conv3_dead_fraction", "1000")]
+    assert (float(conv3["mean"]), float(conv3["low"]), float(conv3["high"])) == pytest.approx((0.7, 0.6, 0.8))
     assert not any(r["table"] == "diagnostics" and r["game"] == "pong" for r in rows)
     per_run = [
         r for r in rows if r["table"] == "run" and r["game"] == "breakout" and r["metric"] == "score_last_200_steps"
@@ -598,7 +602,7 @@ def test_a_published_record_reads_as_its_run_folder(tmp_path):
     assert record["evaluation"] == {"game": [0, 1], "return": [4.0, 6.0]}
     # every layer's captures, not only the representation's
     assert record["diagnostics"]["srank/conv1"] == {"step": [100, 400], "value": [0.8999999761581421] * 2}
-    assert len(record["diagnostics"]) == 3 * len(cr.DIAGNOSTIC_METRICS)
+    assert len(record["diagnostics"]) == 4 * len(cr.DIAGNOSTIC_METRICS)
     # the same report from either, the run named alike
     reports = [cr.tables(cr.compare([run], points=4, reps=100)) for run in (from_folder, from_record)]
     assert reports[0] == reports[1] and f"| {folder.name} | finished |" in reports[0]
