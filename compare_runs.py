@@ -631,8 +631,13 @@ def _group(game, variant, label, runs, horizon, last_episodes, last_steps, point
 # ---- Output: Markdown tables, CSV, figures ----
 # One format per kind of number: returns, human-normalised scores, each diagnostic (srank counts units).
 SCORE, NORMALIZED = ",.2f", ".3f"
-DIAGNOSTIC_FORMATS = {"dead_fraction": ".3f", "dormant_fraction": ".3f", "srank": ",.0f", "effective_rank": ",.2f",
-                      "conv3_dead_fraction": ".3f"}
+DIAGNOSTIC_FORMATS = {
+    "dead_fraction": ".3f",
+    "dormant_fraction": ".3f",
+    "srank": ",.0f",
+    "effective_rank": ",.2f",
+    "conv3_dead_fraction": ".3f",
+}
 # The least top of each diagnostic's y axis (all of them start at 0), so that a metric that stays at 0 reads as such.
 DIAGNOSTIC_FLOORS = {"dead_fraction": 1e-3, "dormant_fraction": 1e-3, "srank": 1.0, "effective_rank": 1.0}
 # variant: the label; settings: "name=value; ..." of the settings in the label (differing_settings), with full names;
