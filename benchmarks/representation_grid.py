@@ -14,8 +14,10 @@ one task, `ALGORITHM GRID --task I` (run number I of the grid, seed by seed, rep
 starts its run, continues a stopped one from its checkpoint with --resume (interrupted, or killed while "running"),
 keeps a finished one, and refuses a run it cannot continue (crashed, or stopped without a checkpoint), naming its
 folder. A run that finishes is published at once: its small record (compare_runs.publish) written to --published
-(GRID/published by default; docs/results/runs for the results pages). The tasks, one per line, go to GRID/tasks.txt
-and to `xargs -P` (--jobs at a time); with --slurm they are a Slurm job array instead.
+(GRID/published by default; docs/results/runs for the results pages), and a run published there already (a finished
+record whose args agree with every flag of the run's command) is not run again: a grid spread over machines, each with
+a new GRID, runs only what --published lacks. The tasks, one per line, go to GRID/tasks.txt and to `xargs -P` (--jobs
+at a time); with --slurm they are a Slurm job array instead.
 
 The report is compare_runs.py's over the published runs of this algorithm and game (not GRID/runs: the records are
 what the pages are rebuilt from): each run's final score over its last --last-steps steps, written to --out (GRID by
@@ -84,6 +86,38 @@ def fresh_run(algorithm: str, exp_name: str, seed: int, args) -> list[str]:
     grid_flags += " " + " ".join(algorithm_flags(algorithm, args.total_timesteps))
     representation = REPRESENTATIONS[exp_name.removeprefix(f"{algorithm}_")]
     return [sys.executable, script_of(algorithm), *grid_flags.split(), *representation, *shlex.split(args.script_args)]
+
+
+def published_run(published: str, command: list[str]) -> str | None:
+    """The record in `published` of a finished run that `command` would run again (its args.json agrees with every
+    flag of the command: the game, experiment name, seed, budget, representation and --script-args alike), or None."""
+    tokens = [token for word in command[2:] for token in (word.split("=", 1) if word[:2] == "--" else [word])]
+    flags = {}
+    for i, token in enumerate(tokens):
+        if token.startswith("--") and i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+            flags[token[2:].replace("-", "_")] = tokens[i + 1]
+        elif token.startswith("--no-"):
+            flags[token[5:].replace("-", "_")] = False
+        elif token.startswith("--"):
+            flags[token[2:].replace("-", "_")] = True
+
+    def same(value, flag) -> bool:
+        if isinstance(flag, bool) or isinstance(value, bool):
+            return value is flag or str(value).lower() == str(flag).lower()
+        try:
+            return float(value) == float(flag)
+        except (TypeError, ValueError):
+            return str(value) == flag
+
+    for name in sorted(os.listdir(published)) if os.path.isdir(published) else []:
+        path = os.path.join(published, name)
+        try:
+            run = compare_runs.read_record(path) if name.endswith(".json") else None
+        except ValueError:  # the report says so
+            continue
+        if run and run.status == "finished" and all(same(run.args.get(k), v) for k, v in flags.items()):
+            return path
+    return None
 
 
 def folders_of(runs_dir: str, exp_name: str, seed: int) -> list[tuple[str, dict | None, dict]]:
@@ -160,6 +194,10 @@ def run_task(args) -> int:
         return publish(folder, published_dir(args), exp_name, seed)
     if step == "fresh":
         command = fresh_run(args.algorithm, exp_name, seed, args)
+        record = published_run(published_dir(args), command)
+        if record is not None:
+            say(f"{exp_name} seed {seed}: published already, as {record}: not run again")
+            return 0
     else:
         command = [sys.executable, script_of(args.algorithm), "--resume", folder]
     if received:  # stopped before the run started: nothing changed, the next start decides again
@@ -337,7 +375,12 @@ def main(argv=None) -> int:
     if refused:  # said before any run starts
         say(f"error: {refused[0]}", error=True)
         return 1
-    to_go = [i for i, (step, _) in enumerate(steps) if step != "finished"]
+    commands = [fresh_run(args.algorithm, exp_name, seed, args) for exp_name, seed in tasks]
+    published = published_dir(args)
+    already = [i for i, (step, _) in enumerate(steps) if step == "fresh" and published_run(published, commands[i])]
+    to_go = [i for i, (step, _) in enumerate(steps) if step != "finished" and i not in already]
+    if already:
+        print(f"{len(already)} runs published already in {published}: not run again")
     if args.slurm:
         print(f"{len(to_go)} runs to go, as a Slurm job array")
         return submit(args, to_go)

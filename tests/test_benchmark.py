@@ -146,6 +146,24 @@ def test_the_results_grid_runs_publishes_reports_and_rebuilds_from_the_published
     )
     assert report.returncode == 0, report.stderr
     assert (grid / "tables.md").read_text() == tables and (grid / "results.csv").read_text() == numbers
+    rerun = subprocess.run(command, capture_output=True, text=True, env=env)  # a new machine: the records alone
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "4 runs published already" in rerun.stdout and "0 runs to go" in rerun.stdout
+    assert not (grid / "runs").exists() and (grid / "results.csv").read_text() == numbers
+    options = argparse.Namespace(
+        env_id="Breakout-v5", total_timesteps=steps, diagnostics_interval=steps, script_args=flags
+    )
+    tanh = next(name for name in runs if f"__{algorithm}_tanh__" in name)
+    published = str(grid / "published")
+    assert grid_runner.published_run(published, grid_runner.fresh_run(algorithm, f"{algorithm}_tanh", 1, options)) == (
+        f"{published}/{tanh}.json"
+    )
+    for changed in ({"script_args": f"{flags} --learning-rate 0.5"}, {"total_timesteps": 2 * steps}):
+        other = argparse.Namespace(**{**vars(options), **changed})  # another run: run anew
+        assert (
+            grid_runner.published_run(published, grid_runner.fresh_run(algorithm, f"{algorithm}_tanh", 1, other))
+            is None
+        )
     part = subprocess.run(  # a partial grid's page: the chosen representations alone
         [
             sys.executable,
