@@ -24,7 +24,7 @@ OWN_NETWORK = {
     "ppo": "ReLU, 512 (CleanRL's network)",
 }
 LAST_STEP = {"dqn": 400_000, "pqn": 397_312, "ppo": 399_360}  # PPO and PQN: a run ends at its last whole rollout
-SEEDS = {"dqn": ("1", "2"), "pqn": ("1", "2", "3"), "ppo": ("1", "2", "3")}  # the seeds each page reports
+SEEDS = {"dqn": ("1", "2", "3"), "pqn": ("1", "2", "3"), "ppo": ("1", "2", "3")}  # the seeds each page reports
 PARTIAL: dict[str, tuple[str, ...]] = {}  # a grid still running: the representations its page reports so far
 PUBLISHED = {"dqn", "ppo", "pqn"}  # the algorithms whose CSV is rebuilt from the records in docs/results/runs
 ALGORITHMS = sorted(OWN_NETWORK)
